@@ -1,0 +1,146 @@
+/** The run object's RPC contract: zod schemas for what callers send, types for what they get. */
+import { z } from "zod";
+import type { FailureType, Priority, RunStatus, StepStatus } from "../src/domain/run-status";
+import { FAILURE_TYPES, PRIORITIES } from "../src/domain/run-status";
+import { RetryPolicySchema } from "../src/domain/retry-policy";
+import type { Rejection } from "../src/domain/run-machine";
+import type { JsonValue } from "../src/domain/input-references";
+
+/** RPC return types must be serializable: JSON values, not `unknown`. */
+export type JsonObject = { [key: string]: JsonValue };
+
+const StepDefinitionSchema = z.object({
+  name: z.string(),
+  type: z.string(),
+  config: z.record(z.string(), z.unknown()),
+  retry: RetryPolicySchema.optional(),
+  timeoutMs: z.number().int().positive().optional(),
+});
+
+export const RunDefinitionSchema = z.object({
+  id: z.string().min(1),
+  customerId: z.string().min(1),
+  projectId: z.string().min(1),
+  runType: z.string().nullable(),
+  pool: z.string().min(1),
+  priority: z.enum(PRIORITIES),
+  input: z.unknown(),
+  metadata: z.record(z.string(), z.unknown()),
+  steps: z.array(StepDefinitionSchema).min(1),
+  retry: RetryPolicySchema.optional(),
+  timeoutMs: z.number().int().positive().optional(),
+  idempotencyKey: z.string().nullable(),
+  requestHash: z.string(),
+  createdAt: z.number(),
+});
+
+export const StartStepInputSchema = z.object({
+  stepIndex: z.number().int().min(0),
+  dispatch: z.number().int().min(1),
+});
+
+const UsageSchema = z.object({
+  model: z.string(),
+  inputTokens: z.number().int().min(0),
+  outputTokens: z.number().int().min(0),
+  cachedTokens: z.number().int().min(0).optional(),
+});
+
+export const CompleteStepInputSchema = z.object({
+  leaseId: z.string().min(1),
+  output: z.unknown(),
+  usage: z.array(UsageSchema).optional(),
+  /** The caller can run the next step now, in the same invocation. */
+  continueInline: z.boolean().default(false),
+});
+
+export const FailStepInputSchema = z.object({
+  leaseId: z.string().min(1),
+  failure: z.object({
+    type: z.enum(FAILURE_TYPES),
+    message: z.string().max(4000),
+    retryAfterMs: z.number().int().min(0).optional(),
+  }),
+});
+
+/** What a worker needs to run one attempt of a step. */
+export interface StepAssignment {
+  runId: string;
+  pool: string;
+  stepIndex: number;
+  leaseId: string;
+  attempt: number;
+  startedAt: number;
+  leaseMs: number;
+  step: { name: string; type: string; config: JsonValue; timeoutMs: number | null };
+}
+
+export type StartStepResult = { ok: true; assignment: StepAssignment } | { ok: false; reason: Rejection | "unknown_run" | "invalid_config" };
+
+export type ReportResult =
+  | { ok: true; next: StepAssignment | null; runStatus: RunStatus }
+  | { ok: false; reason: Rejection | "unknown_run" | "invalid_config" };
+
+export interface StepSnapshot {
+  name: string;
+  type: string;
+  status: StepStatus;
+  attempts: number;
+  output: JsonValue;
+  error: { type: FailureType; message: string } | null;
+  startedAt: number | null;
+  finishedAt: number | null;
+}
+
+export interface RunSnapshot {
+  id: string;
+  customerId: string;
+  projectId: string;
+  runType: string | null;
+  pool: string;
+  priority: Priority;
+  status: RunStatus;
+  input: JsonValue;
+  metadata: JsonObject;
+  createdAt: number;
+  startedAt: number | null;
+  finishedAt: number | null;
+  failure: { type: FailureType; message: string; step: string | null } | null;
+  steps: StepSnapshot[];
+}
+
+export type CreateRunResult =
+  | { ok: true; created: boolean; run: RunSnapshot }
+  | { ok: false; reason: "idempotency_key_reused"; run: RunSnapshot };
+
+export type CommandReply = { ok: true; run: RunSnapshot } | { ok: false; reason: Rejection | "unknown_run"; run: RunSnapshot | null };
+
+export interface RunEvent {
+  seq: number;
+  at: number;
+  type: string;
+  step: string | null;
+  attempt: number | null;
+  data: JsonObject | null;
+}
+
+/** The run object's RPC surface, as callers see it. */
+export interface RunCoordinatorApi {
+  create(input: z.input<typeof RunDefinitionSchema>): Promise<CreateRunResult>;
+  get(): Promise<RunSnapshot | null>;
+  events(afterSeq?: number, limit?: number): Promise<RunEvent[]>;
+  startStep(input: z.input<typeof StartStepInputSchema>): Promise<StartStepResult>;
+  heartbeat(leaseId: string): Promise<{ ok: boolean; reason?: string }>;
+  completeStep(input: z.input<typeof CompleteStepInputSchema>): Promise<ReportResult>;
+  failStep(input: z.input<typeof FailStepInputSchema>): Promise<ReportResult>;
+  cancel(reason?: string): Promise<CommandReply>;
+  resume(): Promise<CommandReply>;
+}
+
+/**
+ * The stub of run `runId`'s object. Typed through RunCoordinatorApi: the generated RPC
+ * types recurse too deeply over JSON values for the compiler.
+ */
+export function runStub(env: Env, runId: string): RunCoordinatorApi {
+  return env.RUN_COORDINATOR.get(env.RUN_COORDINATOR.idFromName(runId)) as unknown as RunCoordinatorApi;
+}

@@ -1,0 +1,398 @@
+/**
+ * One Durable Object per run: the run's state machine (src/domain/run-machine.ts) made
+ * durable. Every command loads the state, applies the pure transition, persists the touched
+ * rows and the events in one transaction, then sends the dispatches it produced. A single
+ * alarm serves every timer the run has (sleeps, retry delays, leases, undelivered dispatches).
+ */
+import { DurableObject } from "cloudflare:workers";
+import type { z } from "zod";
+import { getPool } from "../src/config/pools";
+import type { EventMessage, JobMessage } from "../src/data-plane/messages";
+import { resolveReferences, type JsonValue } from "../src/domain/input-references";
+import {
+  cancelRun,
+  completeStep,
+  createRun,
+  failStep,
+  fireTimers,
+  heartbeat,
+  mergeOutcomes,
+  nextTimerAt,
+  resumeRun,
+  startStep,
+  type Clock,
+  type Outcome,
+  type RunDefinition,
+  type RunState,
+  type StepState,
+} from "../src/domain/run-machine";
+import { errorMessage, log } from "../src/lib/log";
+import {
+  CompleteStepInputSchema,
+  FailStepInputSchema,
+  RunDefinitionSchema,
+  StartStepInputSchema,
+  type CommandReply,
+  type RunCoordinatorApi,
+  type JsonObject,
+  type CreateRunResult,
+  type ReportResult,
+  type RunEvent,
+  type RunSnapshot,
+  type StartStepResult,
+  type StepAssignment,
+} from "./run-coordinator-rpc";
+import { sqlHelper } from "./sql";
+
+const SCHEMA_VERSION = 1;
+const DEFAULT_LEASE_MS = 30_000;
+const REDISPATCH_MS = 5 * 60_000;
+
+export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
+  private readonly sql = sqlHelper(this.ctx.storage);
+  private state: RunState | null = null;
+  private loaded = false;
+  private alarmAt: number | null = null;
+  /** Event sequence of the last persisted event: the run index row's version. */
+  private lastSeq = 0;
+
+  // ---- commands -------------------------------------------------------------------------
+
+  async create(input: z.input<typeof RunDefinitionSchema>): Promise<CreateRunResult> {
+    const def = RunDefinitionSchema.parse(input) as RunDefinition;
+    const existing = await this.load();
+    if (existing) {
+      if (existing.def.requestHash !== def.requestHash) return { ok: false, reason: "idempotency_key_reused", run: this.snapshot(existing) };
+      return { ok: true, created: false, run: this.snapshot(existing) };
+    }
+    this.migrate();
+    const { state, outcome } = createRun(def, this.clock());
+    this.state = state;
+    this.sql`INSERT INTO run (id, definition, status, started_at, finished_at, failure) VALUES (${def.id}, ${JSON.stringify(def)}, ${state.status}, NULL, NULL, NULL)`;
+    await this.commit(state, outcome, { indexOnStatusChange: false });
+    return { ok: true, created: true, run: this.snapshot(state) };
+  }
+
+  async get(): Promise<RunSnapshot | null> {
+    const state = await this.load();
+    return state ? this.snapshot(state) : null;
+  }
+
+  async events(afterSeq = 0, limit = 500): Promise<RunEvent[]> {
+    if (!(await this.load())) return [];
+    return this.sql<{ seq: number; at: number; type: string; step: string | null; attempt: number | null; data: string | null }>`
+      SELECT seq, at, type, step, attempt, data FROM events WHERE seq > ${afterSeq} ORDER BY seq LIMIT ${limit}`.map((row) => ({
+      ...row,
+      data: row.data ? JSON.parse(row.data) : null,
+    }));
+  }
+
+  async startStep(input: z.input<typeof StartStepInputSchema>): Promise<StartStepResult> {
+    const msg = StartStepInputSchema.parse(input);
+    const state = await this.load();
+    if (!state) return { ok: false, reason: "unknown_run" };
+    const result = startStep(state, msg, this.clock());
+    if (!result.ok) return result;
+    return this.assign(state, result.outcome);
+  }
+
+  async heartbeat(leaseId: string): Promise<{ ok: boolean; reason?: string }> {
+    const state = await this.load();
+    if (!state) return { ok: false, reason: "unknown_run" };
+    const result = heartbeat(state, String(leaseId), this.clock());
+    if (!result.ok) return result;
+    await this.commit(state, result.outcome);
+    return { ok: true };
+  }
+
+  async completeStep(input: z.input<typeof CompleteStepInputSchema>): Promise<ReportResult> {
+    const report = CompleteStepInputSchema.parse(input);
+    const state = await this.load();
+    if (!state) return { ok: false, reason: "unknown_run" };
+    const result = completeStep(state, report.leaseId, report.output, this.clock(), report.continueInline);
+    if (!result.ok) return result;
+    const next = await this.assign(state, result.outcome);
+    return { ok: true, next: next.ok ? next.assignment : null, runStatus: state.status };
+  }
+
+  async failStep(input: z.input<typeof FailStepInputSchema>): Promise<ReportResult> {
+    const report = FailStepInputSchema.parse(input);
+    const state = await this.load();
+    if (!state) return { ok: false, reason: "unknown_run" };
+    const result = failStep(state, report.leaseId, report.failure, this.clock());
+    if (!result.ok) return result;
+    await this.commit(state, result.outcome);
+    return { ok: true, next: null, runStatus: state.status };
+  }
+
+  async cancel(reason = "cancelled by request"): Promise<CommandReply> {
+    const state = await this.load();
+    if (!state) return { ok: false, reason: "unknown_run", run: null };
+    const result = cancelRun(state, String(reason).slice(0, 500), this.clock());
+    if (!result.ok) return { ok: false, reason: result.reason, run: this.snapshot(state) };
+    await this.commit(state, result.outcome);
+    return { ok: true, run: this.snapshot(state) };
+  }
+
+  async resume(): Promise<CommandReply> {
+    const state = await this.load();
+    if (!state) return { ok: false, reason: "unknown_run", run: null };
+    const result = resumeRun(state, this.clock());
+    if (!result.ok) return { ok: false, reason: result.reason, run: this.snapshot(state) };
+    await this.commit(state, result.outcome);
+    return { ok: true, run: this.snapshot(state) };
+  }
+
+  override async alarm(): Promise<void> {
+    this.alarmAt = null;
+    const state = await this.load();
+    if (!state) return;
+    const outcome = fireTimers(state, this.clock());
+    await this.commit(state, outcome, { alarmFired: true });
+  }
+
+  // ---- internals ------------------------------------------------------------------------
+
+  private clock(): Clock {
+    const leaseMs = Number((this.env as Env).LEASE_MS) || DEFAULT_LEASE_MS;
+    return { now: Date.now(), leaseMs, redispatchMs: Math.max(REDISPATCH_MS, leaseMs), random: Math.random };
+  }
+
+  /**
+   * Persists the outcome of a started step and hands the worker its assignment. A config
+   * whose references do not resolve fails the attempt as permanent: no retry can fix it.
+   */
+  private async assign(state: RunState, outcome: Outcome): Promise<StartStepResult> {
+    const started = outcome.started;
+    if (!started) {
+      await this.commit(state, outcome);
+      return { ok: false, reason: "not_queued" };
+    }
+    const def = state.def.steps[started.stepIndex]!;
+    let config: unknown;
+    try {
+      config = resolveReferences(def.config, {
+        input: state.def.input,
+        steps: Object.fromEntries(state.steps.filter((s) => s.status === "succeeded").map((s) => [state.def.steps[s.index]!.name, { output: s.output }])),
+      });
+    } catch (err) {
+      const failed = failStep(state, started.leaseId, { type: "permanent", message: errorMessage(err) }, this.clock());
+      await this.commit(state, failed.ok ? mergeOutcomes(outcome, failed.outcome) : outcome);
+      return { ok: false, reason: "invalid_config" };
+    }
+    await this.commit(state, outcome);
+    const step = state.steps[started.stepIndex]!;
+    const assignment: StepAssignment = {
+      runId: state.def.id,
+      pool: state.def.pool,
+      stepIndex: started.stepIndex,
+      leaseId: started.leaseId,
+      attempt: started.attempt,
+      startedAt: step.startedAt!,
+      leaseMs: this.clock().leaseMs,
+      step: { name: def.name, type: def.type, config: config as JsonValue, timeoutMs: def.timeoutMs ?? state.def.timeoutMs ?? null },
+    };
+    return { ok: true, assignment };
+  }
+
+  private migrate() {
+    this.sql`CREATE TABLE IF NOT EXISTS schema_meta (version INTEGER NOT NULL)`;
+    const current = this.sql<{ version: number }>`SELECT version FROM schema_meta`[0]?.version ?? 0;
+    if (current >= SCHEMA_VERSION) return;
+    this.ctx.storage.transactionSync(() => {
+      this.sql`CREATE TABLE IF NOT EXISTS run (id TEXT PRIMARY KEY, definition TEXT NOT NULL, status TEXT NOT NULL,
+        started_at INTEGER, finished_at INTEGER, failure TEXT)`;
+      this.sql`CREATE TABLE IF NOT EXISTS steps (idx INTEGER PRIMARY KEY, status TEXT NOT NULL, attempts INTEGER NOT NULL,
+        attempt_base INTEGER NOT NULL, dispatch INTEGER NOT NULL, lease_id TEXT, deadline INTEGER, not_before INTEGER,
+        wake_at INTEGER, output TEXT, error TEXT, started_at INTEGER, finished_at INTEGER, history TEXT NOT NULL)`;
+      this.sql`CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL,
+        type TEXT NOT NULL, step TEXT, attempt INTEGER, data TEXT)`;
+      this.sql`DELETE FROM schema_meta`;
+      this.sql`INSERT INTO schema_meta (version) VALUES (${SCHEMA_VERSION})`;
+    });
+  }
+
+  /** The run's state, or null for an id no run was created under (reading writes nothing). */
+  private async load(): Promise<RunState | null> {
+    if (this.loaded) return this.state;
+    const hasRun = this.sql`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'run'`.length > 0;
+    const row = hasRun
+      ? this.sql<{ definition: string; status: string; started_at: number | null; finished_at: number | null; failure: string | null }>`
+          SELECT definition, status, started_at, finished_at, failure FROM run LIMIT 1`[0]
+      : undefined;
+    if (row) {
+      this.migrate();
+      const def = JSON.parse(row.definition) as RunDefinition;
+      const steps = this.sql`SELECT * FROM steps ORDER BY idx`.map(stepFromRow);
+      this.state = {
+        def,
+        status: row.status as RunState["status"],
+        startedAt: row.started_at,
+        finishedAt: row.finished_at,
+        failure: row.failure ? JSON.parse(row.failure) : null,
+        steps,
+      };
+      this.lastSeq = this.sql<{ seq: number | null }>`SELECT MAX(seq) AS seq FROM events`[0]?.seq ?? 0;
+      this.alarmAt = await this.ctx.storage.getAlarm();
+    }
+    this.loaded = true;
+    return this.state;
+  }
+
+  private async commit(
+    state: RunState,
+    outcome: Outcome,
+    options: { indexOnStatusChange?: boolean; alarmFired?: boolean } = {},
+  ): Promise<void> {
+    const now = Date.now();
+    try {
+      this.ctx.storage.transactionSync(() => {
+        this.sql`UPDATE run SET status = ${state.status}, started_at = ${state.startedAt}, finished_at = ${state.finishedAt},
+          failure = ${state.failure ? JSON.stringify(state.failure) : null}`;
+        for (const index of outcome.touched) writeStep(this.sql, state.steps[index]!);
+        for (const event of outcome.events) {
+          this.sql`INSERT INTO events (at, type, step, attempt, data) VALUES (${now}, ${event.type}, ${event.step ?? null},
+            ${event.attempt ?? null}, ${event.data ? JSON.stringify(event.data) : null})`;
+        }
+      });
+    } catch (err) {
+      // Memory may now be ahead of storage: forget it and reload on the next command.
+      this.loaded = false;
+      this.state = null;
+      throw err;
+    }
+    this.lastSeq += outcome.events.length;
+    for (const event of outcome.events) {
+      log(event.type, { runId: state.def.id, step: event.step, attempt: event.attempt, pool: state.def.pool, ...event.data });
+    }
+    await this.sendDispatches(state, outcome);
+    if (outcome.statusChanged && options.indexOnStatusChange !== false) await this.sendIndexUpdate(state);
+    await this.armAlarm(state, options.alarmFired === true);
+  }
+
+  private async sendDispatches(state: RunState, outcome: Outcome) {
+    if (outcome.dispatches.length === 0) return;
+    const pool = getPool(state.def.pool);
+    if (!pool) throw new Error(`run ${state.def.id} names unknown pool ${state.def.pool}`);
+    const messages = outcome.dispatches.map((d) => ({
+      body: { v: 1, runId: state.def.id, stepIndex: d.stepIndex, dispatch: d.dispatch, pool: pool.name } satisfies JobMessage,
+    }));
+    // A failed send leaves the step queued with a dispatch deadline: the alarm sends it again.
+    try {
+      await pool.jobs(this.env as Env).sendBatch(messages);
+    } catch (err) {
+      log("dispatch.send_failed", { runId: state.def.id, pool: pool.name, error: errorMessage(err) }, "error");
+    }
+  }
+
+  private async sendIndexUpdate(state: RunState) {
+    const def = state.def;
+    const message: EventMessage = {
+      kind: "run.index",
+      run: {
+        id: def.id,
+        customerId: def.customerId,
+        projectId: def.projectId,
+        runType: def.runType,
+        pool: def.pool,
+        priority: def.priority,
+        status: state.status,
+        createdAt: def.createdAt,
+        startedAt: state.startedAt,
+        finishedAt: state.finishedAt,
+        failureType: state.failure?.type ?? null,
+        failedStep: state.failure?.step ?? null,
+        idempotencyKey: def.idempotencyKey,
+        version: this.lastSeq,
+      },
+      attempts: state.steps.flatMap((s) =>
+        s.history.map((h) => ({
+          stepIndex: s.index,
+          step: def.steps[s.index]!.name,
+          stepType: def.steps[s.index]!.type,
+          attempt: h.attempt,
+          status: h.outcome,
+          failureType: h.failure?.type ?? null,
+          failureMessage: h.failure?.message ?? null,
+          startedAt: h.startedAt,
+          finishedAt: h.finishedAt,
+        })),
+      ).slice(-200),
+    };
+    try {
+      await (this.env as Env).EVENTS.send(message);
+    } catch (err) {
+      log("index.send_failed", { runId: def.id, error: errorMessage(err) }, "error");
+    }
+  }
+
+  /**
+   * Keeps the one alarm at or before the earliest timer. Moving it later is skipped on the
+   * hot path (an early alarm finds nothing due and re-arms itself), which saves a storage
+   * write per step.
+   */
+  private async armAlarm(state: RunState, alarmFired: boolean) {
+    const next = nextTimerAt(state);
+    if (next === null) return;
+    if (alarmFired || this.alarmAt === null || next < this.alarmAt) {
+      await this.ctx.storage.setAlarm(next);
+      this.alarmAt = next;
+    }
+  }
+
+  private snapshot(state: RunState): RunSnapshot {
+    const def = state.def;
+    return {
+      id: def.id,
+      customerId: def.customerId,
+      projectId: def.projectId,
+      runType: def.runType,
+      pool: def.pool,
+      priority: def.priority,
+      status: state.status,
+      input: def.input as JsonValue,
+      metadata: def.metadata as JsonObject,
+      createdAt: def.createdAt,
+      startedAt: state.startedAt,
+      finishedAt: state.finishedAt,
+      failure: state.failure,
+      steps: state.steps.map((s) => ({
+        name: def.steps[s.index]!.name,
+        type: def.steps[s.index]!.type,
+        status: s.status,
+        attempts: s.attempts,
+        output: s.output as JsonValue,
+        error: s.error,
+        startedAt: s.startedAt,
+        finishedAt: s.finishedAt,
+      })),
+    };
+  }
+}
+
+function writeStep(sql: ReturnType<typeof sqlHelper>, s: StepState) {
+  sql`INSERT OR REPLACE INTO steps (idx, status, attempts, attempt_base, dispatch, lease_id, deadline, not_before, wake_at,
+    output, error, started_at, finished_at, history) VALUES (${s.index}, ${s.status}, ${s.attempts}, ${s.attemptBase},
+    ${s.dispatch}, ${s.leaseId}, ${s.deadline}, ${s.notBefore}, ${s.wakeAt}, ${s.output === null ? null : JSON.stringify(s.output)},
+    ${s.error ? JSON.stringify(s.error) : null}, ${s.startedAt}, ${s.finishedAt}, ${JSON.stringify(s.history)})`;
+}
+
+function stepFromRow(row: Record<string, SqlStorageValue>): StepState {
+  const num = (v: SqlStorageValue | undefined) => (v === null || v === undefined ? null : Number(v));
+  return {
+    index: Number(row.idx),
+    status: row.status as StepState["status"],
+    attempts: Number(row.attempts),
+    attemptBase: Number(row.attempt_base),
+    dispatch: Number(row.dispatch),
+    leaseId: typeof row.lease_id === "string" ? row.lease_id : null,
+    deadline: num(row.deadline),
+    notBefore: num(row.not_before),
+    wakeAt: num(row.wake_at),
+    output: row.output === null ? null : JSON.parse(String(row.output)),
+    error: row.error === null ? null : JSON.parse(String(row.error)),
+    startedAt: num(row.started_at),
+    finishedAt: num(row.finished_at),
+    history: JSON.parse(String(row.history)),
+  };
+}

@@ -1,0 +1,9 @@
+/** A tagged-template helper over a Durable Object's SQLite: values are always bound, never spliced. */
+export type SqlRow = Record<string, SqlStorageValue>;
+
+export function sqlHelper(storage: DurableObjectStorage) {
+  return function sql<T extends SqlRow = SqlRow>(strings: TemplateStringsArray, ...values: SqlStorageValue[]): T[] {
+    const query = strings.reduce((acc, part, i) => acc + (i > 0 ? "?" : "") + part, "");
+    return storage.sql.exec<T>(query, ...values).toArray();
+  };
+}

@@ -1,0 +1,38 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import type { App } from "../context";
+import { ClientName, ERRORS, bearer, json, jsonBody } from "../openapi";
+import { requireAdmin } from "../auth";
+import { BudgetBody, CustomerSchema, UsdAmount } from "../schemas";
+
+const CreateCustomerBody = z
+  .object({
+    id: ClientName("id").optional().openapi({ description: "Chosen id; a server-made one when absent", example: "acme" }),
+    name: z.string().min(1).max(200).openapi({ example: "Acme Corp" }),
+    plan: z.object({ monthlyFeeUsd: UsdAmount.optional(), pricePerRunUsd: UsdAmount.optional() }).strict().optional(),
+    budget: BudgetBody.optional(),
+  })
+  .strict();
+
+const route = createRoute({
+  method: "post",
+  path: "/v1/customers",
+  tags: ["customers"],
+  summary: "Create a customer and its first API key (admin)",
+  security: bearer,
+  request: jsonBody(CreateCustomerBody),
+  responses: {
+    201: json(z.object({ customer: CustomerSchema, apiKey: z.string().openapi({ description: "Shown once; stored hashed" }), keyId: z.string() }), "Created"),
+    400: ERRORS[400],
+    401: ERRORS[401],
+    403: ERRORS[403],
+    409: ERRORS[409],
+  },
+});
+
+export function registerCreateCustomer(app: App) {
+  app.openapi(route, async (c) => {
+    requireAdmin(c);
+    const result = await c.get("services").customers.create(c.req.valid("json"));
+    return c.json(result, 201);
+  });
+}

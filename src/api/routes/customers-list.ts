@@ -1,0 +1,28 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import type { App } from "../context";
+import { requireAdmin } from "../auth";
+import { ERRORS, PageQuery, bearer, json } from "../openapi";
+import { CustomerSchema } from "../schemas";
+
+const route = createRoute({
+  method: "get",
+  path: "/v1/customers",
+  tags: ["customers"],
+  summary: "List customers (admin)",
+  security: bearer,
+  request: { query: z.object(PageQuery) },
+  responses: {
+    200: json(z.object({ customers: z.array(CustomerSchema), nextCursor: z.string().nullable() }), "A page of customers"),
+    400: ERRORS[400],
+    401: ERRORS[401],
+    403: ERRORS[403],
+  },
+});
+
+export function registerListCustomers(app: App) {
+  app.openapi(route, async (c) => {
+    requireAdmin(c);
+    const { limit, cursor } = c.req.valid("query");
+    return c.json(await c.get("services").customers.list(limit, cursor), 200);
+  });
+}

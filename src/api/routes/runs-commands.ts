@@ -1,0 +1,52 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import type { App } from "../context";
+import { ERRORS, bearer, json } from "../openapi";
+import { RunEnvelope } from "../schemas";
+import { RunIdParams } from "./runs-get";
+
+const cancel = createRoute({
+  method: "post",
+  path: "/v1/runs/{id}/cancel",
+  tags: ["runs"],
+  summary: "Cancel a run: it stops before its next step",
+  security: bearer,
+  request: { params: RunIdParams },
+  responses: { 200: json(RunEnvelope, "Cancelled"), 401: ERRORS[401], 404: ERRORS[404], 409: ERRORS[409] },
+});
+
+const resume = createRoute({
+  method: "post",
+  path: "/v1/runs/{id}/resume",
+  tags: ["runs"],
+  summary: "Resume a failed run from its first step that did not succeed",
+  security: bearer,
+  request: { params: RunIdParams },
+  responses: { 202: json(RunEnvelope, "Resumed"), 401: ERRORS[401], 404: ERRORS[404], 409: ERRORS[409] },
+});
+
+const events = createRoute({
+  method: "get",
+  path: "/v1/runs/{id}/events",
+  tags: ["runs"],
+  summary: "The run's state-transition log (its timeline)",
+  security: bearer,
+  request: { params: RunIdParams },
+  responses: {
+    200: json(
+      z.object({
+        events: z.array(
+          z.object({ seq: z.number(), at: z.string(), type: z.string(), step: z.string().nullable(), attempt: z.number().nullable(), data: z.record(z.string(), z.unknown()).nullable() }),
+        ),
+      }),
+      "Events, oldest first",
+    ),
+    401: ERRORS[401],
+    404: ERRORS[404],
+  },
+});
+
+export function registerRunCommands(app: App) {
+  app.openapi(cancel, async (c) => c.json({ run: await c.get("services").runs.cancel(c.get("principal"), c.req.valid("param").id) }, 200));
+  app.openapi(resume, async (c) => c.json({ run: await c.get("services").runs.resume(c.get("principal"), c.req.valid("param").id) }, 202));
+  app.openapi(events, async (c) => c.json({ events: await c.get("services").runs.events(c.get("principal"), c.req.valid("param").id) }, 200));
+}

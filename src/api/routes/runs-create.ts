@@ -1,0 +1,46 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import type { App } from "../context";
+import { ClientName, ERRORS, bearer, json, jsonBody } from "../openapi";
+import { RunEnvelope } from "../schemas";
+import { MAX_STEPS_PER_RUN, PrioritySchema, StepSpecSchema } from "../../domain/step-spec";
+
+export const CreateRunBody = z
+  .object({
+    projectId: ClientName("projectId").openapi({ example: "default" }),
+    customerId: ClientName("customerId").optional().openapi({ description: "Required with the admin key; a customer key may give only its own" }),
+    runType: ClientName("runType").optional(),
+    steps: z.array(StepSpecSchema).min(1).max(MAX_STEPS_PER_RUN).optional().openapi({ description: "Inline steps, instead of a runType" }),
+    input: z.unknown().optional(),
+    priority: PrioritySchema.optional(),
+    pool: ClientName("pool").optional(),
+    idempotencyKey: z.string().min(1).max(200).optional().openapi({ description: "The same key again returns the same run, never a second one" }),
+    metadata: z.record(z.string(), z.unknown()).optional(),
+  })
+  .strict()
+  .openapi("CreateRun");
+
+const route = createRoute({
+  method: "post",
+  path: "/v1/runs",
+  tags: ["runs"],
+  summary: "Submit a run",
+  security: bearer,
+  request: jsonBody(CreateRunBody),
+  responses: {
+    202: json(RunEnvelope, "Accepted: the run is queued"),
+    200: json(RunEnvelope, "The run this idempotency key already created"),
+    400: ERRORS[400],
+    401: ERRORS[401],
+    403: ERRORS[403],
+    409: ERRORS[409],
+    413: ERRORS[413],
+    422: ERRORS[422],
+  },
+});
+
+export function registerCreateRun(app: App) {
+  app.openapi(route, async (c) => {
+    const { created, run } = await c.get("services").runs.create(c.get("principal"), c.req.valid("json"));
+    return created ? c.json({ run }, 202) : c.json({ run }, 200);
+  });
+}

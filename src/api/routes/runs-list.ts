@@ -1,0 +1,50 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import type { App } from "../context";
+import { ClientName, ERRORS, PageQuery, bearer, json } from "../openapi";
+import { RUN_STATUSES } from "../../domain/run-status";
+
+const RunSummary = z
+  .object({
+    id: z.string(),
+    customerId: z.string(),
+    projectId: z.string(),
+    runType: z.string().nullable(),
+    pool: z.string(),
+    priority: z.string(),
+    status: z.string(),
+    createdAt: z.string(),
+    startedAt: z.string().nullable(),
+    finishedAt: z.string().nullable(),
+    durationMs: z.number().nullable(),
+    failure: z.object({ type: z.string(), step: z.string().nullable() }).optional(),
+  })
+  .openapi("RunSummary");
+
+const route = createRoute({
+  method: "get",
+  path: "/v1/runs",
+  tags: ["runs"],
+  summary: "List runs, newest first",
+  security: bearer,
+  request: {
+    query: z.object({
+      status: z.enum(RUN_STATUSES).optional(),
+      projectId: ClientName("projectId").optional(),
+      runType: ClientName("runType").optional(),
+      customerId: ClientName("customerId").optional().openapi({ description: "Admin only" }),
+      from: z.iso.datetime({ offset: true }).optional(),
+      to: z.iso.datetime({ offset: true }).optional(),
+      ...PageQuery,
+    }),
+  },
+  responses: {
+    200: json(z.object({ runs: z.array(RunSummary), nextCursor: z.string().nullable() }), "A page of runs"),
+    400: ERRORS[400],
+    401: ERRORS[401],
+    403: ERRORS[403],
+  },
+});
+
+export function registerListRuns(app: App) {
+  app.openapi(route, async (c) => c.json(await c.get("services").runs.list(c.get("principal"), c.req.valid("query")), 200));
+}

@@ -1,0 +1,61 @@
+/**
+ * Writes run index rows and step attempts to D1 in batches, off the step path. Writes are
+ * upserts guarded by the row's version, so redelivered or reordered messages change nothing.
+ */
+import { errorMessage, log } from "../lib/log";
+import { EventMessageSchema, type AttemptRow, type RunIndexRow } from "./messages";
+
+export async function consumeEvents(batch: MessageBatch<unknown>, env: Env): Promise<void> {
+  const latest = new Map<string, { run: RunIndexRow; attempts: AttemptRow[] }>();
+  for (const message of batch.messages) {
+    const parsed = EventMessageSchema.safeParse(message.body);
+    if (!parsed.success) {
+      log("events.malformed", { messageId: message.id, issues: parsed.error.issues.map((i) => i.message) }, "error");
+      continue;
+    }
+    const { run, attempts } = parsed.data;
+    const seen = latest.get(run.id);
+    if (!seen || seen.run.version < run.version) latest.set(run.id, { run, attempts });
+  }
+  if (latest.size === 0) return;
+  const now = Date.now();
+  const statements: D1PreparedStatement[] = [];
+  for (const { run, attempts } of latest.values()) {
+    statements.push(
+      env.DB.prepare(
+        `INSERT INTO runs (id, customer_id, project_id, run_type, pool, priority, status, created_at, started_at, finished_at,
+           duration_ms, failure_type, failed_step, idempotency_key, version, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+         ON CONFLICT(id) DO UPDATE SET status = excluded.status, started_at = excluded.started_at,
+           finished_at = excluded.finished_at, duration_ms = excluded.duration_ms, failure_type = excluded.failure_type,
+           failed_step = excluded.failed_step, version = excluded.version, updated_at = excluded.updated_at
+         WHERE excluded.version > runs.version`,
+      ).bind(
+        run.id, run.customerId, run.projectId, run.runType, run.pool, run.priority, run.status, run.createdAt, run.startedAt,
+        run.finishedAt, run.startedAt !== null && run.finishedAt !== null ? run.finishedAt - run.startedAt : null,
+        run.failureType, run.failedStep, run.idempotencyKey, run.version, now,
+      ),
+    );
+    for (const a of attempts) {
+      statements.push(
+        env.DB.prepare(
+          `INSERT INTO step_attempts (run_id, step_index, attempt, step, step_type, customer_id, project_id, run_type, pool, status,
+             failure_type, failure_message, started_at, finished_at, duration_ms)
+           VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+           ON CONFLICT(run_id, step_index, attempt) DO UPDATE SET status = excluded.status, failure_type = excluded.failure_type,
+             failure_message = excluded.failure_message, finished_at = excluded.finished_at, duration_ms = excluded.duration_ms
+           WHERE step_attempts.status = 'running'`,
+        ).bind(
+          run.id, a.stepIndex, a.attempt, a.step, a.stepType, run.customerId, run.projectId, run.runType, run.pool, a.status,
+          a.failureType, a.failureMessage, a.startedAt, a.finishedAt, a.finishedAt === null ? null : a.finishedAt - a.startedAt,
+        ),
+      );
+    }
+  }
+  try {
+    await env.DB.batch(statements);
+  } catch (err) {
+    log("events.write_failed", { runs: latest.size, error: errorMessage(err) }, "error");
+    throw err; // the whole batch is delivered again; the upserts make that harmless
+  }
+}

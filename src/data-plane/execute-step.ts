@@ -1,0 +1,48 @@
+import type { StepAssignment } from "../../durable-objects/run-coordinator-rpc";
+import { errorMessage, log } from "../lib/log";
+import { getStepType } from "../steps/registry";
+import { fail, type StepResult } from "../steps/step-type";
+
+const MAX_STEP_MS = 900_000;
+
+export interface LeaseKeeper {
+  heartbeat(leaseId: string): Promise<{ ok: boolean }>;
+}
+
+/**
+ * Runs one attempt: enforces the step's timeout, keeps the lease alive with heartbeats while
+ * the step works, and turns every way a step can end into a StepResult (a throwing executor
+ * is a worker_error, an expired timeout a timeout).
+ */
+export async function executeAssignment(assignment: StepAssignment, env: Env, run: LeaseKeeper): Promise<StepResult> {
+  const stepType = getStepType(assignment.step.type);
+  if (!stepType || stepType.durable) {
+    return fail("permanent", `step type "${assignment.step.type}" cannot run on a worker of this deployment`);
+  }
+  const parsed = stepType.configSchema.safeParse(assignment.step.config);
+  if (!parsed.success) {
+    return fail("permanent", `config after resolving references is invalid: ${parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
+  }
+  const timeoutMs = Math.min(assignment.step.timeoutMs ?? MAX_STEP_MS, MAX_STEP_MS);
+  const controller = new AbortController();
+  const timeout = setTimeout(() => controller.abort(new Error(`step timed out after ${timeoutMs} ms`)), timeoutMs);
+  const heartbeats = setInterval(() => {
+    run.heartbeat(assignment.leaseId).catch((err) => log("lease.heartbeat_failed", { runId: assignment.runId, step: assignment.step.name, error: errorMessage(err) }, "warn"));
+  }, Math.max(250, Math.floor(assignment.leaseMs / 3)));
+  try {
+    return await stepType.execute(parsed.data, {
+      runId: assignment.runId,
+      stepName: assignment.step.name,
+      attempt: assignment.attempt,
+      startedAt: assignment.startedAt,
+      signal: controller.signal,
+      env,
+    });
+  } catch (err) {
+    if (controller.signal.aborted) return fail("timeout", errorMessage(controller.signal.reason));
+    return fail("worker_error", `step threw: ${errorMessage(err)}`);
+  } finally {
+    clearTimeout(timeout);
+    clearInterval(heartbeats);
+  }
+}

@@ -1,0 +1,118 @@
+/**
+ * The D1 schema: control-plane records (customers, keys, run types) and the analytics tables
+ * (run index, step attempts). Times are integer milliseconds since the epoch, so SQL can
+ * bucket them (`strftime('%Y-%m-%d %H:00', created_at / 1000, 'unixepoch')`).
+ * Migrations come from this file: `npm run db:generate`.
+ */
+import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+
+export const customers = sqliteTable("customers", {
+  id: text("id").primaryKey(),
+  name: text("name").notNull(),
+  /** JSON: { monthlyFeeNanoUsd, pricePerRunNanoUsd } as decimal strings. */
+  plan: text("plan").notNull().default("{}"),
+  /** Hard monthly limit in nano-USD as a decimal string; null = no budget. */
+  budgetLimitNanoUsd: text("budget_limit_nano_usd"),
+  /** JSON array of fractions of the limit that raise a soft alert, e.g. [0.5, 0.8]. */
+  budgetSoftThresholds: text("budget_soft_thresholds").notNull().default("[]"),
+  createdAt: integer("created_at").notNull(),
+});
+
+export const apiKeys = sqliteTable(
+  "api_keys",
+  {
+    id: text("id").primaryKey(),
+    customerId: text("customer_id").notNull().references(() => customers.id),
+    /** SHA-256 of the key, hex. The key itself is shown once and never stored. */
+    keyHash: text("key_hash").notNull(),
+    /** The key's first characters, to tell keys apart in listings. */
+    prefix: text("prefix").notNull(),
+    createdAt: integer("created_at").notNull(),
+    revokedAt: integer("revoked_at"),
+  },
+  (t) => [uniqueIndex("api_keys_hash").on(t.keyHash), index("api_keys_customer").on(t.customerId)],
+);
+
+export const runTypes = sqliteTable("run_types", {
+  name: text("name").primaryKey(),
+  /** JSON: { pool, priority, steps, retry, timeoutMs }. */
+  definition: text("definition").notNull(),
+  createdAt: integer("created_at").notNull(),
+  updatedAt: integer("updated_at").notNull(),
+});
+
+export const runs = sqliteTable(
+  "runs",
+  {
+    id: text("id").primaryKey(),
+    customerId: text("customer_id").notNull(),
+    projectId: text("project_id").notNull(),
+    runType: text("run_type"),
+    pool: text("pool").notNull(),
+    priority: text("priority").notNull(),
+    status: text("status").notNull(),
+    createdAt: integer("created_at").notNull(),
+    startedAt: integer("started_at"),
+    finishedAt: integer("finished_at"),
+    durationMs: integer("duration_ms"),
+    failureType: text("failure_type"),
+    failedStep: text("failed_step"),
+    idempotencyKey: text("idempotency_key"),
+    /** The run object's event sequence when this row was written; older updates lose. */
+    version: integer("version").notNull().default(0),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [
+    index("runs_customer_created").on(t.customerId, t.createdAt, t.id),
+    index("runs_created").on(t.createdAt, t.id),
+    index("runs_status_created").on(t.status, t.createdAt),
+  ],
+);
+
+export const stepAttempts = sqliteTable(
+  "step_attempts",
+  {
+    runId: text("run_id").notNull(),
+    stepIndex: integer("step_index").notNull(),
+    attempt: integer("attempt").notNull(),
+    step: text("step").notNull(),
+    stepType: text("step_type").notNull(),
+    customerId: text("customer_id").notNull(),
+    projectId: text("project_id").notNull(),
+    runType: text("run_type"),
+    pool: text("pool").notNull(),
+    status: text("status").notNull(),
+    failureType: text("failure_type"),
+    failureMessage: text("failure_message"),
+    startedAt: integer("started_at").notNull(),
+    finishedAt: integer("finished_at"),
+    durationMs: integer("duration_ms"),
+  },
+  (t) => [
+    primaryKey({ columns: [t.runId, t.stepIndex, t.attempt] }),
+    index("step_attempts_started").on(t.startedAt),
+  ],
+);
+
+export const dlqEntries = sqliteTable(
+  "dlq_entries",
+  {
+    id: text("id").primaryKey(),
+    runId: text("run_id").notNull(),
+    customerId: text("customer_id"),
+    runType: text("run_type"),
+    pool: text("pool").notNull(),
+    step: text("step"),
+    failureType: text("failure_type").notNull(),
+    failureMessage: text("failure_message").notNull(),
+    attempts: integer("attempts").notNull(),
+    /** JSON array of the step's attempts: attempt, startedAt, finishedAt, outcome, failure. */
+    history: text("history").notNull(),
+    /** The dead-lettered message body as received, JSON. */
+    message: text("message").notNull(),
+    deadAt: integer("dead_at").notNull(),
+    /** open | retried | discarded */
+    state: text("state").notNull().default("open"),
+  },
+  (t) => [index("dlq_entries_dead").on(t.state, t.deadAt), index("dlq_entries_run").on(t.runId)],
+);

@@ -1,0 +1,478 @@
+/**
+ * The run state machine, free of storage and I/O. The run's Durable Object loads a RunState,
+ * calls one of these commands, persists the steps named in `touched`, appends `events` to its
+ * log, and carries out `dispatches`. Commands mutate the state they are given only after
+ * every guard has passed: a rejected command leaves it untouched.
+ */
+import { DEFAULT_RETRY_POLICY, retryDelayMs, type RetryPolicy } from "./retry-policy";
+import {
+  isActiveStep,
+  isRetryableFailure,
+  isTerminalRun,
+  type FailureType,
+  type Priority,
+  type RunStatus,
+  type StepStatus,
+} from "./run-status";
+
+export interface StepDefinition {
+  name: string;
+  type: string;
+  config: Record<string, unknown>;
+  retry?: RetryPolicy;
+  timeoutMs?: number;
+}
+
+export interface RunDefinition {
+  id: string;
+  customerId: string;
+  projectId: string;
+  runType: string | null;
+  pool: string;
+  priority: Priority;
+  input: unknown;
+  metadata: Record<string, unknown>;
+  steps: StepDefinition[];
+  retry?: RetryPolicy;
+  timeoutMs?: number;
+  idempotencyKey: string | null;
+  /** Fingerprint of the creating request, to tell a replay from a reused idempotency key. */
+  requestHash: string;
+  createdAt: number;
+}
+
+export interface StepFailure {
+  type: FailureType;
+  message: string;
+  /** A dependency asked us to wait this long before trying again (HTTP Retry-After). */
+  retryAfterMs?: number;
+}
+
+export interface AttemptRecord {
+  attempt: number;
+  leaseId: string;
+  startedAt: number;
+  finishedAt: number | null;
+  outcome: "running" | "succeeded" | "failed";
+  failure?: { type: FailureType; message: string };
+}
+
+export interface StepState {
+  index: number;
+  status: StepStatus;
+  /** Attempts ever made; numbers keep counting across resumes. */
+  attempts: number;
+  /** Attempts made before the current budget: a resume or DLQ retry grants a fresh set. */
+  attemptBase: number;
+  /** Generation of the step's dispatch; a queue message carrying an older one is stale. */
+  dispatch: number;
+  leaseId: string | null;
+  /** Running: the lease's end. Queued: when an undelivered dispatch is sent again. */
+  deadline: number | null;
+  /** Queued for a retry: not to be dispatched before this time. */
+  notBefore: number | null;
+  /** Sleeping: when the durable timer fires. */
+  wakeAt: number | null;
+  output: unknown;
+  error: { type: FailureType; message: string } | null;
+  startedAt: number | null;
+  finishedAt: number | null;
+  history: AttemptRecord[];
+}
+
+export interface RunFailure {
+  type: FailureType;
+  message: string;
+  step: string | null;
+}
+
+export interface RunState {
+  def: RunDefinition;
+  status: RunStatus;
+  startedAt: number | null;
+  finishedAt: number | null;
+  failure: RunFailure | null;
+  steps: StepState[];
+}
+
+export interface MachineEvent {
+  type: string;
+  step?: string;
+  attempt?: number;
+  data?: Record<string, unknown>;
+}
+
+export interface Dispatch {
+  stepIndex: number;
+  dispatch: number;
+}
+
+export interface Outcome {
+  touched: Set<number>;
+  events: MachineEvent[];
+  /** Steps to send to the pool's queue now. */
+  dispatches: Dispatch[];
+  /** The run's status changed: its index row and attempt records are due for an update. */
+  statusChanged: boolean;
+  /** A step started within this command (inline continuation): its lease. */
+  started: StartedStep | null;
+}
+
+export interface StartedStep {
+  stepIndex: number;
+  leaseId: string;
+  attempt: number;
+}
+
+export type Rejection =
+  | "run_finished"
+  | "unknown_step"
+  | "stale_dispatch"
+  | "already_running"
+  | "not_queued"
+  | "stale_lease"
+  | "not_failed";
+
+export type CommandResult = { ok: true; outcome: Outcome } | { ok: false; reason: Rejection };
+
+export interface Clock {
+  now: number;
+  leaseMs: number;
+  /** How long a dispatched step may sit undelivered before it is sent again. */
+  redispatchMs: number;
+  random: () => number;
+}
+
+const newOutcome = (): Outcome => ({
+  touched: new Set(),
+  events: [],
+  dispatches: [],
+  statusChanged: false,
+  started: null,
+});
+
+function setRunStatus(state: RunState, status: RunStatus, out: Outcome) {
+  if (state.status !== status) {
+    state.status = status;
+    out.statusChanged = true;
+  }
+}
+
+/** One outcome holding the effects of two commands applied in turn. */
+export function mergeOutcomes(first: Outcome, second: Outcome): Outcome {
+  return {
+    touched: new Set([...first.touched, ...second.touched]),
+    events: [...first.events, ...second.events],
+    dispatches: [...first.dispatches, ...second.dispatches],
+    statusChanged: first.statusChanged || second.statusChanged,
+    started: second.started,
+  };
+}
+
+export function newStepState(index: number): StepState {
+  return {
+    index,
+    status: "pending",
+    attempts: 0,
+    attemptBase: 0,
+    dispatch: 0,
+    leaseId: null,
+    deadline: null,
+    notBefore: null,
+    wakeAt: null,
+    output: null,
+    error: null,
+    startedAt: null,
+    finishedAt: null,
+    history: [],
+  };
+}
+
+export function retryPolicyOf(state: RunState, index: number): RetryPolicy {
+  return state.def.steps[index]?.retry ?? state.def.retry ?? DEFAULT_RETRY_POLICY;
+}
+
+/** A new run: every step pending, then the first one dispatched. */
+export function createRun(def: RunDefinition, clock: Clock): { state: RunState; outcome: Outcome } {
+  const state: RunState = {
+    def,
+    status: "queued",
+    startedAt: null,
+    finishedAt: null,
+    failure: null,
+    steps: def.steps.map((_, index) => newStepState(index)),
+  };
+  const out = newOutcome();
+  out.statusChanged = true;
+  out.events.push({ type: "run.created", data: { steps: def.steps.length } });
+  def.steps.forEach((_, index) => out.touched.add(index));
+  advance(state, clock, out, false);
+  return { state, outcome: out };
+}
+
+function queueStep(state: RunState, step: StepState, clock: Clock, out: Outcome, delayMs: number) {
+  step.status = "queued";
+  step.dispatch += 1;
+  step.leaseId = null;
+  step.notBefore = delayMs > 0 ? clock.now + delayMs : null;
+  step.deadline = delayMs > 0 ? null : clock.now + clock.redispatchMs;
+  out.touched.add(step.index);
+  if (delayMs === 0) out.dispatches.push({ stepIndex: step.index, dispatch: step.dispatch });
+}
+
+/**
+ * Moves the run on from its first unfinished step. With `inline`, a step that a worker can
+ * run is started at once for the caller instead of being queued.
+ */
+function advance(state: RunState, clock: Clock, out: Outcome, inline: boolean) {
+  const step = state.steps.find((s) => s.status !== "succeeded" && s.status !== "skipped");
+  if (!step) {
+    setRunStatus(state, "succeeded", out);
+    state.finishedAt = clock.now;
+    out.events.push({ type: "run.succeeded" });
+    return;
+  }
+  if (step.status !== "pending") return;
+  const def = state.def.steps[step.index]!;
+  if (def.type === "sleep") {
+    const durationMs = Number(def.config.durationMs ?? 0);
+    step.status = "waiting";
+    step.startedAt = clock.now;
+    step.wakeAt = clock.now + durationMs;
+    out.touched.add(step.index);
+    if (state.startedAt === null) state.startedAt = clock.now;
+    setRunStatus(state, "waiting", out);
+    out.events.push({ type: "step.waiting", step: def.name, data: { wakeAt: new Date(step.wakeAt).toISOString() } });
+    return;
+  }
+  queueStep(state, step, clock, out, 0);
+  out.events.push({ type: "step.queued", step: def.name });
+  if (state.status === "waiting") setRunStatus(state, "running", out);
+  if (inline) {
+    out.dispatches.pop();
+    const started = startStep(state, { stepIndex: step.index, dispatch: step.dispatch }, clock, out);
+    if (started.ok) out.started = started.outcome.started;
+  }
+}
+
+/** A worker picked up a dispatch: it gets a lease on a new attempt. */
+export function startStep(
+  state: RunState,
+  msg: Dispatch,
+  clock: Clock,
+  into?: Outcome,
+): CommandResult {
+  if (isTerminalRun(state.status)) return { ok: false, reason: "run_finished" };
+  const step = state.steps[msg.stepIndex];
+  if (!step) return { ok: false, reason: "unknown_step" };
+  if (msg.dispatch !== step.dispatch) return { ok: false, reason: "stale_dispatch" };
+  if (step.status === "running") return { ok: false, reason: "already_running" };
+  if (step.status !== "queued") return { ok: false, reason: "not_queued" };
+
+  const out = into ?? newOutcome();
+  step.status = "running";
+  step.attempts += 1;
+  step.leaseId = `${msg.stepIndex}.${step.dispatch}.${step.attempts}`;
+  step.deadline = clock.now + clock.leaseMs;
+  step.notBefore = null;
+  step.startedAt = clock.now;
+  step.finishedAt = null;
+  step.history.push({ attempt: step.attempts, leaseId: step.leaseId, startedAt: clock.now, finishedAt: null, outcome: "running" });
+  out.touched.add(step.index);
+  if (state.startedAt === null) state.startedAt = clock.now;
+  setRunStatus(state, "running", out);
+  const name = state.def.steps[step.index]!.name;
+  out.events.push({ type: "step.started", step: name, attempt: step.attempts, data: { leaseId: step.leaseId } });
+  out.started = { stepIndex: step.index, leaseId: step.leaseId, attempt: step.attempts };
+  return { ok: true, outcome: out };
+}
+
+function heldLease(state: RunState, leaseId: string): StepState | null {
+  if (isTerminalRun(state.status)) return null;
+  const step = state.steps.find((s) => s.leaseId === leaseId);
+  return step && step.status === "running" ? step : null;
+}
+
+export function heartbeat(state: RunState, leaseId: string, clock: Clock): CommandResult {
+  const step = heldLease(state, leaseId);
+  if (!step) return { ok: false, reason: isTerminalRun(state.status) ? "run_finished" : "stale_lease" };
+  const out = newOutcome();
+  step.deadline = clock.now + clock.leaseMs;
+  out.touched.add(step.index);
+  return { ok: true, outcome: out };
+}
+
+function closeAttempt(step: StepState, clock: Clock, outcome: AttemptRecord["outcome"], failure?: AttemptRecord["failure"]) {
+  const record = step.history[step.history.length - 1];
+  if (record && record.outcome === "running") {
+    record.finishedAt = clock.now;
+    record.outcome = outcome;
+    if (failure) record.failure = failure;
+  }
+}
+
+export function completeStep(
+  state: RunState,
+  leaseId: string,
+  output: unknown,
+  clock: Clock,
+  inline = false,
+): CommandResult {
+  const step = heldLease(state, leaseId);
+  if (!step) return { ok: false, reason: isTerminalRun(state.status) ? "run_finished" : "stale_lease" };
+  const out = newOutcome();
+  step.status = "succeeded";
+  step.output = output ?? null;
+  step.error = null;
+  step.leaseId = null;
+  step.deadline = null;
+  step.finishedAt = clock.now;
+  closeAttempt(step, clock, "succeeded");
+  out.touched.add(step.index);
+  out.events.push({ type: "step.succeeded", step: state.def.steps[step.index]!.name, attempt: step.attempts });
+  advance(state, clock, out, inline);
+  return { ok: true, outcome: out };
+}
+
+export function failStep(state: RunState, leaseId: string, failure: StepFailure, clock: Clock): CommandResult {
+  const step = heldLease(state, leaseId);
+  if (!step) return { ok: false, reason: isTerminalRun(state.status) ? "run_finished" : "stale_lease" };
+  const out = newOutcome();
+  recordFailure(state, step, failure, clock, out);
+  return { ok: true, outcome: out };
+}
+
+function recordFailure(state: RunState, step: StepState, failure: StepFailure, clock: Clock, out: Outcome) {
+  const name = state.def.steps[step.index]!.name;
+  const error = { type: failure.type, message: failure.message };
+  closeAttempt(step, clock, "failed", error);
+  step.error = error;
+  step.leaseId = null;
+  step.deadline = null;
+  step.finishedAt = clock.now;
+  out.touched.add(step.index);
+  out.events.push({ type: "step.failed", step: name, attempt: step.attempts, data: error });
+
+  const policy = retryPolicyOf(state, step.index);
+  const attemptInBudget = step.attempts - step.attemptBase;
+  if (isRetryableFailure(failure.type) && attemptInBudget < policy.maxAttempts) {
+    const delayMs = retryDelayMs(policy, attemptInBudget, clock.random, failure.retryAfterMs);
+    queueStep(state, step, clock, out, delayMs);
+    out.events.push({ type: "step.retry_scheduled", step: name, attempt: step.attempts + 1, data: { delayMs } });
+    return;
+  }
+  step.status = "failed";
+  failRun(state, { type: failure.type, message: failure.message, step: name }, clock, out);
+}
+
+function failRun(state: RunState, failure: RunFailure, clock: Clock, out: Outcome) {
+  for (const s of state.steps) {
+    if (s.status === "pending") {
+      s.status = "skipped";
+      out.touched.add(s.index);
+    }
+  }
+  state.failure = failure;
+  state.finishedAt = clock.now;
+  setRunStatus(state, "failed", out);
+  out.events.push({ type: "run.failed", step: failure.step ?? undefined, data: { type: failure.type, message: failure.message } });
+}
+
+export function cancelRun(state: RunState, reason: string, clock: Clock): CommandResult {
+  if (isTerminalRun(state.status)) return { ok: false, reason: "run_finished" };
+  const out = newOutcome();
+  const active = state.steps.find((s) => isActiveStep(s.status));
+  for (const s of state.steps) {
+    if (isActiveStep(s.status)) {
+      if (s.status === "running") closeAttempt(s, clock, "failed", { type: "cancelled", message: reason });
+      s.status = "cancelled";
+      s.leaseId = null;
+      s.deadline = null;
+      s.notBefore = null;
+      s.wakeAt = null;
+      s.finishedAt = clock.now;
+      out.touched.add(s.index);
+    } else if (s.status === "pending") {
+      s.status = "skipped";
+      out.touched.add(s.index);
+    }
+  }
+  state.failure = {
+    type: "cancelled",
+    message: reason,
+    step: active ? state.def.steps[active.index]!.name : null,
+  };
+  state.finishedAt = clock.now;
+  setRunStatus(state, "cancelled", out);
+  out.events.push({ type: "run.cancelled", data: { reason } });
+  return { ok: true, outcome: out };
+}
+
+/** A failed run continues from its first step that did not succeed, with fresh attempts. */
+export function resumeRun(state: RunState, clock: Clock): CommandResult {
+  if (state.status !== "failed") return { ok: false, reason: "not_failed" };
+  const out = newOutcome();
+  for (const s of state.steps) {
+    if (s.status === "failed" || s.status === "skipped") {
+      s.status = "pending";
+      s.attemptBase = s.attempts;
+      s.leaseId = null;
+      s.deadline = null;
+      s.notBefore = null;
+      s.finishedAt = null;
+      out.touched.add(s.index);
+    }
+  }
+  state.failure = null;
+  state.finishedAt = null;
+  setRunStatus(state, "queued", out);
+  out.events.push({ type: "run.resumed" });
+  advance(state, clock, out, false);
+  return { ok: true, outcome: out };
+}
+
+/** When the run's single alarm must next fire, or null when nothing is pending. */
+export function nextTimerAt(state: RunState): number | null {
+  if (isTerminalRun(state.status)) return null;
+  let next: number | null = null;
+  for (const s of state.steps) {
+    const due =
+      s.status === "waiting" ? s.wakeAt : s.status === "queued" ? (s.notBefore ?? s.deadline) : s.status === "running" ? s.deadline : null;
+    if (due !== null && (next === null || due < next)) next = due;
+  }
+  return next;
+}
+
+/**
+ * Fires every timer that is due: sleeps end, retry delays elapse, undelivered dispatches are
+ * sent again, and expired leases (a crashed or hung worker) count as a failed attempt.
+ */
+export function fireTimers(state: RunState, clock: Clock): Outcome {
+  const out = newOutcome();
+  if (isTerminalRun(state.status)) return out;
+  for (const step of state.steps) {
+    const name = state.def.steps[step.index]!.name;
+    if (step.status === "waiting" && step.wakeAt !== null && step.wakeAt <= clock.now) {
+      const sleptMs = clock.now - (step.startedAt ?? clock.now);
+      step.status = "succeeded";
+      step.output = { sleptMs };
+      step.wakeAt = null;
+      step.finishedAt = clock.now;
+      out.touched.add(step.index);
+      out.events.push({ type: "step.succeeded", step: name, data: { sleptMs } });
+      advance(state, clock, out, false);
+    } else if (step.status === "queued" && step.notBefore !== null && step.notBefore <= clock.now) {
+      step.notBefore = null;
+      step.deadline = clock.now + clock.redispatchMs;
+      out.touched.add(step.index);
+      out.dispatches.push({ stepIndex: step.index, dispatch: step.dispatch });
+    } else if (step.status === "queued" && step.notBefore === null && step.deadline !== null && step.deadline <= clock.now) {
+      queueStep(state, step, clock, out, 0);
+      out.events.push({ type: "step.redispatched", step: name, data: { reason: "dispatch not picked up in time" } });
+    } else if (step.status === "running" && step.deadline !== null && step.deadline <= clock.now) {
+      out.events.push({ type: "lease.expired", step: name, attempt: step.attempts, data: { leaseId: step.leaseId } });
+      recordFailure(state, step, { type: "worker_error", message: "lease expired: the worker stopped reporting" }, clock, out);
+    }
+  }
+  return out;
+}

@@ -1,0 +1,30 @@
+/**
+ * The Worker: `fetch` serves the control plane (API, OpenAPI, docs), `queue` feeds the
+ * consumer pool, the dead-letter consumers and the analytics writer.
+ */
+import { createApp } from "./api/app";
+import { EVENTS_QUEUE, poolForDeadLetterQueue, poolForJobQueue } from "./config/pools";
+import { consumeDeadLetters } from "./data-plane/dlq-consumer";
+import { consumeEvents } from "./data-plane/events-consumer";
+import { consumeJobs } from "./data-plane/job-consumer";
+import { log } from "./lib/log";
+import "./steps/custom";
+
+export { RunCoordinator } from "../durable-objects/run-coordinator";
+export { CustomerLedger } from "../durable-objects/customer-ledger";
+
+const app = createApp();
+
+export default {
+  fetch: app.fetch,
+
+  async queue(batch, env) {
+    const jobPool = poolForJobQueue(batch.queue);
+    if (jobPool) return consumeJobs(batch, env, jobPool);
+    const deadLetterPool = poolForDeadLetterQueue(batch.queue);
+    if (deadLetterPool) return consumeDeadLetters(batch, env, deadLetterPool);
+    if (batch.queue === EVENTS_QUEUE) return consumeEvents(batch, env);
+    log("queue.unknown", { queue: batch.queue, messages: batch.messages.length }, "error");
+    batch.retryAll();
+  },
+} satisfies ExportedHandler<Env>;

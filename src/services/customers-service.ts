@@ -1,0 +1,162 @@
+import { and, asc, eq, gt, isNull } from "drizzle-orm";
+import type { DrizzleD1Database } from "drizzle-orm/d1";
+import type { LedgerSummary } from "../../durable-objects/customer-ledger";
+import { ApiError } from "../api/errors";
+import { apiKeys, customers } from "../db/schema";
+import { nanoJson, nanoToUsdString, usdToNano } from "../domain/money";
+import { newId, sha256Hex } from "../lib/ids";
+import { AuthService } from "./auth-service";
+
+export interface NewCustomer {
+  id?: string;
+  name: string;
+  plan?: { monthlyFeeUsd?: string | number; pricePerRunUsd?: string | number };
+  budget?: BudgetInput;
+}
+
+export interface BudgetInput {
+  monthlyLimitUsd: string | number;
+  softThresholds?: number[];
+}
+
+type CustomerRow = typeof customers.$inferSelect;
+
+function toNano(value: string | number, field: string): bigint {
+  try {
+    return usdToNano(value);
+  } catch (err) {
+    throw new ApiError("validation_failed", `${field}: ${(err as Error).message}`, [{ field, message: (err as Error).message }]);
+  }
+}
+
+export class CustomersService {
+  constructor(
+    private readonly env: Env,
+    private readonly db: DrizzleD1Database,
+  ) {}
+
+  private ledger(customerId: string) {
+    return this.env.CUSTOMER_LEDGER.get(this.env.CUSTOMER_LEDGER.idFromName(customerId));
+  }
+
+  async create(input: NewCustomer) {
+    const id = input.id ?? newId("cus");
+    const plan = {
+      monthlyFeeNanoUsd: toNano(input.plan?.monthlyFeeUsd ?? 0, "plan.monthlyFeeUsd").toString(),
+      pricePerRunNanoUsd: toNano(input.plan?.pricePerRunUsd ?? 0, "plan.pricePerRunUsd").toString(),
+    };
+    const budgetLimit = input.budget ? toNano(input.budget.monthlyLimitUsd, "budget.monthlyLimitUsd").toString() : null;
+    const thresholds = input.budget?.softThresholds ?? (input.budget ? [0.5, 0.8] : []);
+    const now = Date.now();
+    const key = await this.mintKey(id, now);
+    // One batch is one transaction: the customer and its first key exist together or not at
+    // all, and an id that is taken (even by a racing request) inserts no key for it.
+    try {
+      await this.db.batch([
+        this.db.insert(customers).values({
+          id,
+          name: input.name,
+          plan: JSON.stringify(plan),
+          budgetLimitNanoUsd: budgetLimit,
+          budgetSoftThresholds: JSON.stringify(thresholds),
+          createdAt: now,
+        }),
+        this.db.insert(apiKeys).values(key.row),
+      ]);
+    } catch (err) {
+      if (/UNIQUE|constraint/i.test(String((err as Error)?.message ?? err))) {
+        throw new ApiError("conflict", `customer "${id}" already exists`, [{ field: "id", message: "already exists" }]);
+      }
+      throw err;
+    }
+    if (budgetLimit !== null) await this.ledger(id).setBudget({ limitNanoUsd: budgetLimit, softThresholds: thresholds });
+    return { customer: await this.get(id), apiKey: key.secret, keyId: key.row.id };
+  }
+
+  private async mintKey(customerId: string, now: number) {
+    const random = crypto.getRandomValues(new Uint8Array(32));
+    const secret = `rp_${btoa(String.fromCharCode(...random)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "")}`;
+    return {
+      secret,
+      row: { id: newId("key"), customerId, keyHash: await sha256Hex(secret), prefix: secret.slice(0, 10), createdAt: now, revokedAt: null },
+    };
+  }
+
+  async exists(id: string): Promise<boolean> {
+    return (await this.db.select({ id: customers.id }).from(customers).where(eq(customers.id, id)).get()) !== undefined;
+  }
+
+  async get(id: string) {
+    const row = await this.db.select().from(customers).where(eq(customers.id, id)).get();
+    if (!row) throw new ApiError("not_found", `customer "${id}" not found`);
+    const [summary, keys] = await Promise.all([
+      this.ledger(id).summary(),
+      this.db.select({ id: apiKeys.id, prefix: apiKeys.prefix, createdAt: apiKeys.createdAt }).from(apiKeys).where(and(eq(apiKeys.customerId, id), isNull(apiKeys.revokedAt))).all(),
+    ]);
+    return present(row, summary, keys);
+  }
+
+  async list(limit: number, cursor: string | undefined) {
+    const rows = await this.db
+      .select()
+      .from(customers)
+      .where(cursor ? gt(customers.id, cursor) : undefined)
+      .orderBy(asc(customers.id))
+      .limit(limit + 1)
+      .all();
+    const page = rows.slice(0, limit);
+    const items = await Promise.all(page.map(async (row) => present(row, await this.ledger(row.id).summary(), null)));
+    return { customers: items, nextCursor: rows.length > limit ? page[page.length - 1]!.id : null };
+  }
+
+  async setBudget(id: string, input: BudgetInput) {
+    if (!(await this.exists(id))) throw new ApiError("not_found", `customer "${id}" not found`);
+    const limit = toNano(input.monthlyLimitUsd, "monthlyLimitUsd").toString();
+    const thresholds = input.softThresholds ?? [0.5, 0.8];
+    await this.db.update(customers).set({ budgetLimitNanoUsd: limit, budgetSoftThresholds: JSON.stringify(thresholds) }).where(eq(customers.id, id));
+    await this.ledger(id).setBudget({ limitNanoUsd: limit, softThresholds: thresholds });
+    return this.get(id);
+  }
+
+  async createKey(id: string) {
+    if (!(await this.exists(id))) throw new ApiError("not_found", `customer "${id}" not found`);
+    const key = await this.mintKey(id, Date.now());
+    await this.db.insert(apiKeys).values(key.row);
+    return { key: { id: key.row.id, prefix: key.row.prefix, createdAt: new Date(key.row.createdAt).toISOString() }, apiKey: key.secret };
+  }
+
+  async revokeKey(id: string, keyId: string) {
+    const row = await this.db
+      .update(apiKeys)
+      .set({ revokedAt: Date.now() })
+      .where(and(eq(apiKeys.id, keyId), eq(apiKeys.customerId, id), isNull(apiKeys.revokedAt)))
+      .returning({ keyHash: apiKeys.keyHash })
+      .get();
+    if (!row) throw new ApiError("not_found", `key "${keyId}" of customer "${id}" not found`);
+    AuthService.forgetKey(row.keyHash);
+  }
+}
+
+function present(row: CustomerRow, ledger: LedgerSummary, keys: { id: string; prefix: string; createdAt: number }[] | null) {
+  const plan = JSON.parse(row.plan) as { monthlyFeeNanoUsd?: string; pricePerRunNanoUsd?: string };
+  const spend = BigInt(ledger.spendNanoUsd);
+  const limit = row.budgetLimitNanoUsd === null ? null : BigInt(row.budgetLimitNanoUsd);
+  const money = (nano: bigint) => ({ nanoUsd: nanoJson(nano), usd: nanoToUsdString(nano) });
+  return {
+    id: row.id,
+    name: row.name,
+    createdAt: new Date(row.createdAt).toISOString(),
+    plan: {
+      monthlyFeeNanoUsd: nanoJson(BigInt(plan.monthlyFeeNanoUsd ?? "0")),
+      monthlyFeeUsd: nanoToUsdString(BigInt(plan.monthlyFeeNanoUsd ?? "0")),
+      pricePerRunNanoUsd: nanoJson(BigInt(plan.pricePerRunNanoUsd ?? "0")),
+      pricePerRunUsd: nanoToUsdString(BigInt(plan.pricePerRunNanoUsd ?? "0")),
+    },
+    budget:
+      limit === null
+        ? null
+        : { monthlyLimitNanoUsd: money(limit).nanoUsd, monthlyLimitUsd: money(limit).usd, softThresholds: JSON.parse(row.budgetSoftThresholds) as number[] },
+    spend: { month: ledger.month, monthToDateNanoUsd: money(spend).nanoUsd, monthToDateUsd: money(spend).usd, budgetState: ledger.state },
+    ...(keys ? { keys: keys.map((k) => ({ id: k.id, prefix: k.prefix, createdAt: new Date(k.createdAt).toISOString() })) } : {}),
+  };
+}

@@ -1,0 +1,222 @@
+import { runStub } from "../../durable-objects/run-coordinator-rpc";
+import { and, desc, eq, gte, lt, lte, or, type SQL } from "drizzle-orm";
+import type { DrizzleD1Database } from "drizzle-orm/d1";
+import type { RunDefinition } from "../domain/run-machine";
+import type { Principal } from "../api/context";
+import { ApiError } from "../api/errors";
+import { DEFAULT_POOL } from "../config/pools";
+import { runs } from "../db/schema";
+import type { Priority, RunStatus } from "../domain/run-status";
+import type { RetryPolicy } from "../domain/retry-policy";
+import type { StepSpec } from "../domain/step-spec";
+import { fingerprint, newId, runIdForIdempotencyKey } from "../lib/ids";
+import type { CustomersService } from "./customers-service";
+import { presentEvent, presentRun } from "./run-view";
+import { assertKnownPool, type RunTypesService } from "./run-types-service";
+import { assertValidSteps } from "./step-validation";
+
+export interface CreateRunInput {
+  projectId: string;
+  customerId?: string;
+  runType?: string;
+  steps?: StepSpec[];
+  input?: unknown;
+  priority?: Priority;
+  pool?: string;
+  idempotencyKey?: string;
+  metadata?: Record<string, unknown>;
+}
+
+export interface ListRunsQuery {
+  status?: RunStatus;
+  projectId?: string;
+  runType?: string;
+  customerId?: string;
+  from?: string;
+  to?: string;
+  limit: number;
+  cursor?: string;
+}
+
+const RUN_ID = /^run_[0-9a-z]{24}$/;
+
+function encodeCursor(createdAt: number, id: string) {
+  return btoa(JSON.stringify([createdAt, id])).replace(/=+$/, "");
+}
+
+function decodeCursor(cursor: string): [number, string] {
+  try {
+    const value = JSON.parse(atob(cursor)) as unknown;
+    if (Array.isArray(value) && typeof value[0] === "number" && typeof value[1] === "string") return [value[0], value[1]];
+  } catch {
+    // fall through to the error below
+  }
+  throw new ApiError("validation_failed", "cursor is not one this API returned", [{ field: "query.cursor", message: "invalid cursor" }]);
+}
+
+export class RunsService {
+  constructor(
+    private readonly env: Env,
+    private readonly db: DrizzleD1Database,
+    private readonly customers: CustomersService,
+    private readonly runTypes: RunTypesService,
+  ) {}
+
+  private stub(runId: string) {
+    return runStub(this.env, runId);
+  }
+
+  private customerFor(principal: Principal, requested: string | undefined): string {
+    if (principal.kind === "customer") {
+      if (requested !== undefined && requested !== principal.customerId) {
+        throw new ApiError("forbidden", "a customer key may create runs only for its own customer", [{ field: "customerId", message: "not your customer" }]);
+      }
+      return principal.customerId;
+    }
+    if (!requested) throw new ApiError("validation_failed", "customerId is required with the admin key", [{ field: "customerId", message: "Required" }]);
+    return requested;
+  }
+
+  async create(principal: Principal, body: CreateRunInput) {
+    const customerId = this.customerFor(principal, body.customerId);
+    if (!body.runType && !body.steps) {
+      throw new ApiError("validation_failed", "give either runType or steps", [{ field: "runType", message: "runType or steps is required" }]);
+    }
+    if (body.runType && body.steps) {
+      throw new ApiError("validation_failed", "give runType or steps, not both", [{ field: "steps", message: "not allowed together with runType" }]);
+    }
+    if (body.steps) assertValidSteps(body.steps);
+    const [runType, customerExists] = await Promise.all([
+      body.runType ? this.runTypes.find(body.runType) : Promise.resolve(null),
+      principal.kind === "admin" ? this.customers.exists(customerId) : Promise.resolve(true),
+    ]);
+    if (!customerExists) throw new ApiError("unprocessable", `customer "${customerId}" does not exist`, [{ field: "customerId", message: "unknown customer" }]);
+    if (body.runType && !runType) throw new ApiError("unprocessable", `run type "${body.runType}" does not exist`, [{ field: "runType", message: "unknown run type" }]);
+
+    const steps = runType?.steps ?? body.steps!;
+    const pool = body.pool ?? runType?.pool ?? DEFAULT_POOL;
+    assertKnownPool(pool, "pool");
+    const retry: RetryPolicy | undefined = runType?.retry;
+    const id = body.idempotencyKey ? await runIdForIdempotencyKey(customerId, body.idempotencyKey) : newId("run");
+    const now = Date.now();
+    const def: RunDefinition = {
+      id,
+      customerId,
+      projectId: body.projectId,
+      runType: body.runType ?? null,
+      pool,
+      priority: body.priority ?? runType?.priority ?? "normal",
+      input: body.input ?? null,
+      metadata: body.metadata ?? {},
+      steps: steps.map((s) => ({ name: s.name, type: s.type, config: s.config ?? {}, retry: s.retry, timeoutMs: s.timeoutMs })),
+      retry,
+      timeoutMs: runType?.timeoutMs,
+      idempotencyKey: body.idempotencyKey ?? null,
+      requestHash: await fingerprint({ ...body, customerId }),
+      createdAt: now,
+    };
+    const result = await this.stub(id).create(def);
+    if (!result.ok) {
+      throw new ApiError("idempotency_key_reused", `idempotency key "${body.idempotencyKey}" was already used for a different request (run ${result.run.id})`, [
+        { field: "idempotencyKey", message: "already used with a different request body" },
+      ]);
+    }
+    const run = result.run;
+    // Listing reads D1; the run object keeps this row current through the events queue.
+    await this.db
+      .insert(runs)
+      .values({
+        id: run.id,
+        customerId: run.customerId,
+        projectId: run.projectId,
+        runType: run.runType,
+        pool: run.pool,
+        priority: run.priority,
+        status: run.status,
+        createdAt: run.createdAt,
+        idempotencyKey: def.idempotencyKey,
+        version: 0,
+        updatedAt: now,
+      })
+      .onConflictDoNothing();
+    return { created: result.created, run: presentRun(run) };
+  }
+
+  /** A run the principal may see; another tenant's run is indistinguishable from none. */
+  private async snapshot(principal: Principal, runId: string) {
+    if (!RUN_ID.test(runId)) throw new ApiError("not_found", `run "${runId}" not found`);
+    const run = await this.stub(runId).get();
+    if (!run || (principal.kind === "customer" && run.customerId !== principal.customerId)) {
+      throw new ApiError("not_found", `run "${runId}" not found`);
+    }
+    return run;
+  }
+
+  async get(principal: Principal, runId: string) {
+    return presentRun(await this.snapshot(principal, runId));
+  }
+
+  async events(principal: Principal, runId: string) {
+    await this.snapshot(principal, runId);
+    return (await this.stub(runId).events()).map(presentEvent);
+  }
+
+  async cancel(principal: Principal, runId: string) {
+    await this.snapshot(principal, runId);
+    const reply = await this.stub(runId).cancel("cancelled by request");
+    if (!reply.ok) throw new ApiError("conflict", `run "${runId}" has already finished (${reply.run?.status}) and cannot be cancelled`);
+    return presentRun(reply.run);
+  }
+
+  async resume(principal: Principal, runId: string) {
+    await this.snapshot(principal, runId);
+    const reply = await this.stub(runId).resume();
+    if (!reply.ok) throw new ApiError("conflict", `run "${runId}" is ${reply.run?.status}; only a failed run can be resumed`);
+    return presentRun(reply.run);
+  }
+
+  async list(principal: Principal, query: ListRunsQuery) {
+    const conditions: (SQL | undefined)[] = [];
+    if (principal.kind === "customer") {
+      if (query.customerId && query.customerId !== principal.customerId) {
+        throw new ApiError("forbidden", "a customer key may list only its own runs", [{ field: "query.customerId", message: "not your customer" }]);
+      }
+      conditions.push(eq(runs.customerId, principal.customerId));
+    } else if (query.customerId) conditions.push(eq(runs.customerId, query.customerId));
+    if (query.status) conditions.push(eq(runs.status, query.status));
+    if (query.projectId) conditions.push(eq(runs.projectId, query.projectId));
+    if (query.runType) conditions.push(eq(runs.runType, query.runType));
+    if (query.from) conditions.push(gte(runs.createdAt, Date.parse(query.from)));
+    if (query.to) conditions.push(lte(runs.createdAt, Date.parse(query.to)));
+    if (query.cursor) {
+      const [createdAt, id] = decodeCursor(query.cursor);
+      conditions.push(or(lt(runs.createdAt, createdAt), and(eq(runs.createdAt, createdAt), lt(runs.id, id))));
+    }
+    const rows = await this.db
+      .select()
+      .from(runs)
+      .where(and(...conditions))
+      .orderBy(desc(runs.createdAt), desc(runs.id))
+      .limit(query.limit + 1)
+      .all();
+    const page = rows.slice(0, query.limit);
+    const last = page[page.length - 1];
+    return {
+      runs: page.map((r) => ({
+        id: r.id,
+        customerId: r.customerId,
+        projectId: r.projectId,
+        runType: r.runType,
+        pool: r.pool,
+        priority: r.priority,
+        status: r.status,
+        createdAt: new Date(r.createdAt).toISOString(),
+        startedAt: r.startedAt === null ? null : new Date(r.startedAt).toISOString(),
+        finishedAt: r.finishedAt === null ? null : new Date(r.finishedAt).toISOString(),
+        durationMs: r.durationMs,
+        ...(r.failureType ? { failure: { type: r.failureType, step: r.failedStep } } : {}),
+      })),
+      nextCursor: rows.length > query.limit && last ? encodeCursor(last.createdAt, last.id) : null,
+    };
+  }
+}

@@ -1,0 +1,20 @@
+import { drizzle } from "drizzle-orm/d1";
+import { AuthService } from "./auth-service";
+import { CustomersService } from "./customers-service";
+import { RunTypesService } from "./run-types-service";
+import { RunsService } from "./runs-service";
+
+export interface Services {
+  auth: AuthService;
+  customers: CustomersService;
+  runTypes: RunTypesService;
+  runs: RunsService;
+}
+
+/** Built once per request and put on the Hono context: routes use these, never bindings. */
+export function buildServices(env: Env): Services {
+  const db = drizzle(env.DB);
+  const customers = new CustomersService(env, db);
+  const runTypes = new RunTypesService(db);
+  return { auth: new AuthService(env, db), customers, runTypes, runs: new RunsService(env, db, customers, runTypes) };
+}

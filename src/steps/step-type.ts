@@ -1,0 +1,55 @@
+import type { z } from "zod";
+import type { StepFailure } from "../domain/run-machine";
+
+/** Tokens an AI call used, for cost accounting. `inputTokens` are uncached input tokens. */
+export interface TokenUsage {
+  model: string;
+  inputTokens: number;
+  outputTokens: number;
+  cachedTokens?: number;
+}
+
+export type StepResult =
+  | { ok: true; output: unknown; usage?: TokenUsage[] }
+  | { ok: false; failure: StepFailure };
+
+export interface StepContext {
+  runId: string;
+  stepName: string;
+  attempt: number;
+  /** When this attempt started (ms since epoch), as recorded by the run object. */
+  startedAt: number;
+  /** Aborted when the step's timeout passes. */
+  signal: AbortSignal;
+  env: Env;
+}
+
+/**
+ * A step type: the schema its `config` must satisfy (checked when a run or run type is
+ * created, so a bad config is a 400, not a failed run) and the code a worker runs.
+ * `durable` types are carried out by the run object itself (timers) and hold no worker.
+ */
+export interface StepType<Config = unknown> {
+  type: string;
+  description: string;
+  configSchema: z.ZodType<Config>;
+  durable?: boolean;
+  execute(config: Config, ctx: StepContext): Promise<StepResult>;
+}
+
+export const fail = (type: StepFailure["type"], message: string, retryAfterMs?: number): StepResult => ({
+  ok: false,
+  failure: retryAfterMs === undefined ? { type, message } : { type, message, retryAfterMs },
+});
+
+/** Resolves after `ms`, or rejects as soon as the signal aborts. */
+export function delay(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason);
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    }, { once: true });
+  });
+}

@@ -1,0 +1,47 @@
+import { z } from "zod";
+import { delay, fail, type StepType } from "./step-type";
+
+const SyntheticConfig = z
+  .object({
+    durationMs: z.number().int().min(0).max(900_000).optional(),
+    output: z.unknown().optional(),
+    failTimes: z.number().int().min(0).max(100).optional().describe("Fail the step's first N attempts."),
+    failUntil: z.iso.datetime({ offset: true }).optional().describe("Fail every attempt that starts before this time."),
+    failRate: z.number().min(0).max(1).optional().describe("Fail at random with this probability."),
+    failKind: z.enum(["transient", "permanent"]).optional(),
+    usage: z
+      .object({
+        model: z.string().min(1).max(200),
+        inputTokens: z.number().int().min(0),
+        outputTokens: z.number().int().min(0),
+        cachedTokens: z.number().int().min(0).optional(),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict();
+
+/** A step for demos, load and chaos tests: takes time, fails on request, reports token usage. */
+export const syntheticStep: StepType<z.infer<typeof SyntheticConfig>> = {
+  type: "synthetic",
+  description: "Waits durationMs, then succeeds with `output` or fails as configured.",
+  configSchema: SyntheticConfig,
+  async execute(config, ctx) {
+    if (config.durationMs) await delay(config.durationMs, ctx.signal);
+    const kind = config.failKind ?? "transient";
+    if (config.failTimes !== undefined && ctx.attempt <= config.failTimes) {
+      return fail(kind, `synthetic failure: attempt ${ctx.attempt} of the first ${config.failTimes}`);
+    }
+    if (config.failUntil !== undefined && ctx.startedAt < Date.parse(config.failUntil)) {
+      return fail(kind, `synthetic failure: attempt started before ${config.failUntil}`);
+    }
+    if (config.failRate !== undefined && Math.random() < config.failRate) {
+      return fail(kind, `synthetic failure: random at rate ${config.failRate}`);
+    }
+    return {
+      ok: true,
+      output: config.output ?? { step: ctx.stepName, attempt: ctx.attempt },
+      usage: config.usage ? [config.usage] : undefined,
+    };
+  },
+};
