@@ -11,7 +11,8 @@ export interface LogFields {
 }
 
 export function log(event: string, fields: LogFields = {}, level: "info" | "warn" | "error" = "info"): void {
-  const entry = { event, level, at: new Date().toISOString(), ...fields };
+  const entry: Record<string, unknown> = { event, level, at: new Date().toISOString() };
+  for (const [key, value] of Object.entries(fields)) if (value !== undefined) entry[key] = value;
   if (level === "error") console.error(entry);
   else if (level === "warn") console.warn(entry);
   else console.log(entry);

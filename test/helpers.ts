@@ -1,0 +1,57 @@
+import { env, exports } from "cloudflare:workers";
+import { vi } from "vitest";
+
+export const ADMIN = "test-admin-key";
+
+export async function api(method: string, path: string, options: { key?: string | null; body?: unknown; raw?: string; headers?: Record<string, string> } = {}) {
+  const headers: Record<string, string> = { ...options.headers };
+  const key = options.key === undefined ? ADMIN : options.key;
+  if (key !== null) headers.authorization = `Bearer ${key}`;
+  let body: string | undefined;
+  if (options.raw !== undefined) body = options.raw;
+  else if (options.body !== undefined) body = JSON.stringify(options.body);
+  if (body !== undefined && !headers["content-type"]) headers["content-type"] = "application/json";
+  const response = await exports.default.fetch(new Request(`https://runplane.test${path}`, { method, headers, body }));
+  const text = await response.text();
+  let json: any = null;
+  try {
+    json = text ? JSON.parse(text) : null;
+  } catch {
+    json = { text };
+  }
+  return { status: response.status, headers: response.headers, body: json };
+}
+
+let counter = 0;
+/** A customer with its own API key; ids are unique per test file. */
+export async function newCustomer(prefix = "cust") {
+  const id = `${prefix}-${++counter}-${Math.random().toString(36).slice(2, 8)}`;
+  const res = await api("POST", "/v1/customers", { body: { id, name: `Customer ${id}` } });
+  if (res.status !== 201) throw new Error(`customer create failed: ${res.status} ${JSON.stringify(res.body)}`);
+  return { id, key: res.body.apiKey as string };
+}
+
+export async function createRun(key: string, body: Record<string, unknown>) {
+  const res = await api("POST", "/v1/runs", { key, body: { projectId: "proj", ...body } });
+  return res;
+}
+
+/** Polls the run until `predicate` holds (real queue delivery takes a few ticks). */
+export async function waitForRun(key: string, runId: string, predicate: (run: any) => boolean, timeout = 15_000) {
+  return vi.waitUntil(
+    async () => {
+      const res = await api("GET", `/v1/runs/${runId}`, { key });
+      return res.status === 200 && predicate(res.body.run) ? res.body.run : false;
+    },
+    { timeout, interval: 50 },
+  );
+}
+
+export const isFinished = (run: any) => ["succeeded", "failed", "cancelled"].includes(run.status);
+
+export async function d1Count(table: string, where = "1 = 1", ...binds: unknown[]): Promise<number> {
+  const row = await env.DB.prepare(`SELECT COUNT(*) AS n FROM ${table} WHERE ${where}`).bind(...binds).first<{ n: number }>();
+  return row?.n ?? 0;
+}
+
+export const synthetic = (name: string, config: Record<string, unknown> = {}, extra: Record<string, unknown> = {}) => ({ name, type: "synthetic", config, ...extra });

@@ -1,0 +1,36 @@
+import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-pool-workers";
+import path from "node:path";
+import { defineConfig } from "vitest/config";
+
+const migrations = await readD1Migrations(path.join(import.meta.dirname, "migrations"));
+
+// Tests run in workerd with the real bindings from wrangler.toml: D1, Durable Objects and
+// Queues (real delivery, retries and dead-lettering). Only the consumer timing is shortened.
+// `queueConsumers` replaces wrangler.toml's consumer entries, so retries and DLQs are repeated.
+export default defineConfig({
+  plugins: [
+    cloudflareTest({
+      wrangler: { configPath: "./wrangler.toml" },
+      miniflare: {
+        bindings: {
+          ADMIN_API_KEY: "test-admin-key",
+          RUNPLANE_ENV: "test",
+          LEASE_MS: "2000",
+          INLINE_STEP_LIMIT: "16",
+          TEST_MIGRATIONS: migrations,
+        },
+        queueConsumers: {
+          "runplane-jobs-standard": { maxBatchSize: 10, maxBatchTimeout: 0.05, maxRetries: 3, deadLetterQueue: "runplane-dlq-standard" },
+          "runplane-dlq-standard": { maxBatchSize: 10, maxBatchTimeout: 0.05, maxRetries: 10 },
+          "runplane-events": { maxBatchSize: 100, maxBatchTimeout: 0.05, maxRetries: 10, deadLetterQueue: "runplane-events-dlq" },
+        },
+      },
+    }),
+  ],
+  test: {
+    setupFiles: ["./test/setup.ts"],
+    testTimeout: 30_000,
+    // Structured logs of passing tests are noise; a failing test still shows its logs.
+    silent: "passed-only",
+  },
+});
