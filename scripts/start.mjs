@@ -1,0 +1,503 @@
+#!/usr/bin/env node
+// `npm start`: run Runplane locally and offline, ready to try.
+//
+//   1. creates .dev.vars from .dev.vars.example when missing
+//   2. applies the local D1 migrations (non-interactively)
+//   3. starts `wrangler dev --local --port ${PORT:-8787}` and waits for GET /health
+//   4. seeds, idempotently, a demo customer ("demo", its API key kept in
+//      .wrangler/runplane-demo.json because the API shows a key only once) and the sample
+//      run types "hello", "nap" and "flaky"
+//   5. prints the URLs, keys and ready-to-paste curl commands
+//   6. runs until Ctrl-C / SIGTERM (forwarded to wrangler); exits non-zero if wrangler dies
+//
+// Environment: PORT (default 8787), STARTUP_TIMEOUT_MS (default 90000).
+// Plain Node ESM, no dependencies; npm puts node_modules/.bin (Node 22) first on PATH.
+
+import { spawn } from "node:child_process";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import { dirname, join, relative } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+const WRANGLER_JS = join(ROOT, "node_modules", "wrangler", "bin", "wrangler.js");
+const DEV_VARS = join(ROOT, ".dev.vars");
+const DEV_VARS_EXAMPLE = join(ROOT, ".dev.vars.example");
+const DEMO_FILE = join(ROOT, ".wrangler", "runplane-demo.json");
+const DEMO_CUSTOMER_ID = "demo";
+
+const PORT = parsePort(process.env.PORT ?? "8787");
+const BASE_URL = `http://localhost:${PORT}`;
+const STARTUP_TIMEOUT_MS = Number(process.env.STARTUP_TIMEOUT_MS) > 0 ? Number(process.env.STARTUP_TIMEOUT_MS) : 90_000;
+
+const useColor = process.stdout.isTTY && !process.env.NO_COLOR;
+const paint = (code) => (text) => (useColor ? `\x1b[${code}m${text}\x1b[0m` : text);
+const bold = paint("1");
+const dim = paint("2");
+const green = paint("32");
+const cyan = paint("36");
+const red = paint("31");
+
+const say = (message) => console.log(`${cyan("[start]")} ${message}`);
+class StartError extends Error {}
+
+// ---------------------------------------------------------------------------------------
+// Child processes and signals
+
+let current = null; // the child we are waiting on (migration, then wrangler dev)
+let stopping = false; // a signal arrived (or start-up failed): we are shutting down on purpose
+let stopExitCode = 0; // our exit code once wrangler has stopped on purpose
+
+function childEnv(extra = {}) {
+  return { ...process.env, WRANGLER_SEND_METRICS: process.env.WRANGLER_SEND_METRICS ?? "false", ...extra };
+}
+
+/** Forward a child's output line by line, prefixed. */
+function forward(stream, prefix, target) {
+  const lines = createInterface({ input: stream, crlfDelay: Infinity });
+  lines.on("line", (line) => target.write(`${prefix} ${line}\n`));
+}
+
+function spawnWrangler(args, prefix, extraEnv) {
+  const child = spawn(process.execPath, [WRANGLER_JS, ...args], {
+    cwd: ROOT,
+    env: childEnv(extraEnv),
+    // stdin closed: wrangler sees a non-interactive session (no prompts, no hotkeys).
+    stdio: ["ignore", "pipe", "pipe"],
+    // Its own process group, so that whatever it leaves behind (workerd, esbuild) can be
+    // swept up when it exits; we forward the signals ourselves.
+    detached: true,
+  });
+  forward(child.stdout, dim(prefix), process.stdout);
+  forward(child.stderr, dim(prefix), process.stderr);
+  current = child;
+  return child;
+}
+
+/** Signal every process left in a child's process group (wrangler's workerd, esbuild). */
+function sweep(child, signal = "SIGTERM") {
+  try {
+    process.kill(-child.pid, signal);
+  } catch {
+    // ESRCH: nothing left.
+  }
+}
+
+function onSignal(signal) {
+  if (stopping) {
+    // Second Ctrl-C: stop waiting politely.
+    if (current) sweep(current, "SIGKILL");
+    process.exit(130);
+  }
+  stopping = true;
+  console.log();
+  say(`${signal} received, stopping${current && current.exitCode === null ? " wrangler" : ""}…`);
+  if (!current || current.exitCode !== null || current.signalCode !== null) process.exit(0);
+  // wrangler's launcher passes on SIGINT and SIGTERM only.
+  current.kill(signal === "SIGINT" ? "SIGINT" : "SIGTERM");
+  const force = setTimeout(() => {
+    say("wrangler did not stop within 10 s; killing it");
+    sweep(current, "SIGKILL");
+  }, 10_000);
+  force.unref();
+}
+process.on("SIGINT", () => onSignal("SIGINT"));
+process.on("SIGTERM", () => onSignal("SIGTERM"));
+process.on("SIGHUP", () => onSignal("SIGHUP"));
+
+// `npm start` runs us through `sh -c`, and sh does not pass npm's SIGTERM on: when our
+// parent goes away we are re-parented, so treat that as a SIGTERM rather than linger.
+const parentPid = process.ppid;
+setInterval(() => {
+  if (!stopping && process.ppid !== parentPid) onSignal("SIGTERM (parent process exited)");
+}, 1000).unref();
+
+// ---------------------------------------------------------------------------------------
+// Steps
+
+function checkEnvironment() {
+  const [major, minor] = process.versions.node.split(".").map(Number);
+  if (major < 22 || (major === 22 && minor < 12)) {
+    throw new StartError(
+      `Node ${process.versions.node} is too old for wrangler (needs >= 22.12). Run through npm ("npm start"), ` +
+        `which puts the project's Node 22 from node_modules/.bin first on PATH.`,
+    );
+  }
+  if (!existsSync(WRANGLER_JS)) throw new StartError(`wrangler is not installed (${relative(ROOT, WRANGLER_JS)} missing): run "npm install" first.`);
+}
+
+function ensureDevVars() {
+  if (existsSync(DEV_VARS)) {
+    say(".dev.vars exists, keeping it");
+  } else {
+    if (!existsSync(DEV_VARS_EXAMPLE)) throw new StartError(".dev.vars is missing and there is no .dev.vars.example to create it from");
+    copyFileSync(DEV_VARS_EXAMPLE, DEV_VARS);
+    say(`created .dev.vars from .dev.vars.example`);
+  }
+  const vars = parseDotenv(readFileSync(DEV_VARS, "utf8"));
+  if (!vars.ADMIN_API_KEY) throw new StartError(".dev.vars does not set ADMIN_API_KEY (see .dev.vars.example)");
+  if (vars.RUNPLANE_ENV !== "development") {
+    say(red(`warning: .dev.vars sets RUNPLANE_ENV=${vars.RUNPLANE_ENV ?? "(unset)"}; the API may refuse the dev admin key unless it is "development"`));
+  }
+  return vars;
+}
+
+async function applyMigrations() {
+  say("applying local D1 migrations (wrangler d1 migrations apply DB --local)");
+  // Non-interactive (stdin closed + CI=true): wrangler takes the default "yes" for its prompt.
+  const child = spawnWrangler(["d1", "migrations", "apply", "DB", "--local"], "[migrate]", { CI: "true" });
+  const { code } = await exited(child);
+  current = null;
+  if (stopping) process.exit(130);
+  if (code !== 0) throw new StartError(`applying the D1 migrations failed (exit ${code}); see the [migrate] lines above`);
+}
+
+async function assertPortFree() {
+  const busy = await new Promise((resolve) => {
+    const socket = net.connect({ host: "localhost", port: PORT });
+    socket.setTimeout(1000);
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("timeout", () => {
+      socket.destroy();
+      resolve(false);
+    });
+    socket.once("error", () => resolve(false));
+  });
+  if (busy) {
+    throw new StartError(`port ${PORT} is already in use (another "npm start" or "wrangler dev"?). Stop it, or pick another port: PORT=${PORT === 65535 ? 8788 : PORT + 1} npm start`);
+  }
+}
+
+function startWrangler() {
+  say(`starting wrangler dev --local --port ${PORT}`);
+  const child = spawnWrangler(["dev", "--local", "--port", String(PORT)], "[wrangler]");
+  exited(child).then(({ code, signal }) => {
+    if (stopping) {
+      say(stopExitCode === 0 ? "wrangler stopped. Bye." : "wrangler stopped.");
+      process.exit(stopExitCode);
+    }
+    console.error(red(`[start] wrangler exited unexpectedly (${signal ? `signal ${signal}` : `exit code ${code}`})`));
+    process.exit(code && code !== 0 ? code : 1);
+  });
+  return child;
+}
+
+async function waitForHealth(child) {
+  const deadline = Date.now() + STARTUP_TIMEOUT_MS;
+  let last = "no answer yet";
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null || child.signalCode !== null) await new Promise(() => {}); // startWrangler reports it
+    try {
+      const res = await fetch(`${BASE_URL}/health`, { signal: AbortSignal.timeout(2000) });
+      if (res.status === 200) return;
+      last = `HTTP ${res.status}`;
+    } catch (err) {
+      last = err?.cause?.code ?? err?.message ?? String(err);
+    }
+    await sleep(300);
+  }
+  throw new StartError(`GET ${BASE_URL}/health did not answer 200 within ${STARTUP_TIMEOUT_MS / 1000} s (last: ${last}). See the [wrangler] lines above; raise STARTUP_TIMEOUT_MS if the machine is slow.`);
+}
+
+async function checkReady() {
+  try {
+    const res = await fetch(`${BASE_URL}/health/ready`, { signal: AbortSignal.timeout(5000) });
+    if (res.status !== 200) say(red(`warning: GET /health/ready answered ${res.status}: ${await res.text()}`));
+  } catch (err) {
+    say(red(`warning: GET /health/ready failed: ${err.message}`));
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Seeding (idempotent: the local state in .wrangler/ survives restarts)
+
+async function api(method, path, key, body) {
+  const res = await fetch(`${BASE_URL}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(15_000),
+  });
+  const text = await res.text();
+  let json;
+  try {
+    json = text ? JSON.parse(text) : undefined;
+  } catch {
+    json = undefined;
+  }
+  return { status: res.status, json, text };
+}
+
+function unexpected(what, res) {
+  return new StartError(`${what}: unexpected HTTP ${res.status}: ${res.text.slice(0, 500)}`);
+}
+
+function readDemoFile() {
+  if (!existsSync(DEMO_FILE)) return null;
+  try {
+    const data = JSON.parse(readFileSync(DEMO_FILE, "utf8"));
+    return typeof data?.apiKey === "string" && data.apiKey ? data : null;
+  } catch {
+    say(red(`warning: ${relative(ROOT, DEMO_FILE)} is not valid JSON; replacing it`));
+    return null;
+  }
+}
+
+function writeDemoFile(data) {
+  mkdirSync(dirname(DEMO_FILE), { recursive: true });
+  const tmp = `${DEMO_FILE}.tmp`;
+  writeFileSync(tmp, `${JSON.stringify(data, null, 2)}\n`, { mode: 0o600 });
+  renameSync(tmp, DEMO_FILE);
+}
+
+const DEMO_CUSTOMER = {
+  id: DEMO_CUSTOMER_ID,
+  name: "Demo Customer",
+  plan: { monthlyFeeUsd: "49", pricePerRunUsd: "0.01" },
+  budget: { monthlyLimitUsd: "100" },
+};
+
+async function seedDemoCustomer(adminKey) {
+  const saved = readDemoFile();
+  const existing = await api("GET", `/v1/customers/${DEMO_CUSTOMER_ID}`, adminKey);
+  if (existing.status === 404) {
+    const created = await api("POST", "/v1/customers", adminKey, DEMO_CUSTOMER);
+    if (created.status === 201) {
+      const data = { customerId: DEMO_CUSTOMER_ID, apiKey: created.json.apiKey, keyId: created.json.keyId, createdAt: new Date().toISOString() };
+      writeDemoFile(data);
+      say(`created demo customer "${DEMO_CUSTOMER_ID}"; its API key is saved in ${relative(ROOT, DEMO_FILE)}`);
+      return data;
+    }
+    if (created.status !== 409) throw unexpected("creating the demo customer", created);
+    // 409: created concurrently; carry on as "exists".
+  } else if (existing.status !== 200) {
+    throw unexpected(`GET /v1/customers/${DEMO_CUSTOMER_ID} with the admin key`, existing);
+  }
+
+  if (saved) {
+    const check = await api("GET", `/v1/customers/${DEMO_CUSTOMER_ID}`, saved.apiKey);
+    if (check.status === 200) {
+      say(`demo customer "${DEMO_CUSTOMER_ID}" exists; reusing the API key saved in ${relative(ROOT, DEMO_FILE)}`);
+      return saved;
+    }
+    if (check.status !== 401 && check.status !== 404) throw unexpected("checking the saved demo API key", check);
+    say(`the API key saved in ${relative(ROOT, DEMO_FILE)} is no longer valid (HTTP ${check.status}); creating a new one`);
+  } else {
+    say(`demo customer "${DEMO_CUSTOMER_ID}" exists but ${relative(ROOT, DEMO_FILE)} is missing; creating a new API key`);
+  }
+  const key = await api("POST", `/v1/customers/${DEMO_CUSTOMER_ID}/keys`, adminKey);
+  if (key.status !== 201) throw unexpected("creating a demo API key", key);
+  const data = { customerId: DEMO_CUSTOMER_ID, apiKey: key.json.apiKey, keyId: key.json.key?.id, createdAt: new Date().toISOString() };
+  writeDemoFile(data);
+  return data;
+}
+
+const RUN_TYPES = {
+  // Three quick steps; "transform" uses the run input and an earlier step's output.
+  hello: {
+    steps: [
+      {
+        name: "fetch",
+        type: "synthetic",
+        config: {
+          durationMs: 150,
+          output: { greeting: "Hello", source: "synthetic" },
+          usage: { model: "gpt-4o-mini", inputTokens: 1200, outputTokens: 300, cachedTokens: 200 },
+        },
+      },
+      {
+        name: "transform",
+        type: "synthetic",
+        config: { durationMs: 100, output: { message: "{{steps.fetch.output.greeting}}, {{input.name}}!" } },
+      },
+      {
+        name: "store",
+        type: "synthetic",
+        config: { durationMs: 50, output: { stored: true, message: "{{steps.transform.output.message}}" } },
+      },
+    ],
+  },
+  // A durable timer between two steps: the run shows "waiting" for about 2 s.
+  nap: {
+    steps: [
+      { name: "before", type: "synthetic", config: { durationMs: 50, output: { phase: "before" } } },
+      { name: "nap", type: "sleep", config: { durationMs: 2000 } },
+      { name: "after", type: "synthetic", config: { durationMs: 50, output: { phase: "after" } } },
+    ],
+  },
+  // Fails its first attempt (transient), succeeds on the retry.
+  flaky: {
+    steps: [
+      {
+        name: "wobbly",
+        type: "synthetic",
+        config: { durationMs: 50, failTimes: 1, output: { ok: true } },
+        retry: { maxAttempts: 3, initialDelayMs: 200, maxDelayMs: 2000, backoffFactor: 2 },
+      },
+    ],
+  },
+};
+
+async function seedRunTypes(adminKey) {
+  const results = [];
+  for (const [name, definition] of Object.entries(RUN_TYPES)) {
+    const res = await api("PUT", `/v1/run-types/${name}`, adminKey, definition);
+    if (res.status !== 200 && res.status !== 201) throw unexpected(`PUT /v1/run-types/${name}`, res);
+    results.push(`${name} (${res.status === 201 ? "created" : "up to date"})`);
+  }
+  say(`run types: ${results.join(", ")}`);
+}
+
+// ---------------------------------------------------------------------------------------
+// Banner
+
+function banner(adminKey, demo) {
+  const u = BASE_URL;
+  const auth = `-H 'Authorization: Bearer ${demo.apiKey}'`;
+  const post = `curl -s -w '\\n' -X POST ${auth} -H 'Content-Type: application/json'`;
+  const get = `curl -s -w '\\n' ${auth}`;
+  const runId = `node -pe 'JSON.parse(require("fs").readFileSync(0,"utf8")).run.id'`;
+  const inline = JSON.stringify({
+    projectId: "demo",
+    steps: [
+      { name: "pick", type: "synthetic", config: { durationMs: 100, output: { n: 7 } } },
+      { name: "describe", type: "synthetic", config: { output: { text: "got {{steps.pick.output.n}} for {{input.who}}" } } },
+    ],
+    input: { who: "inline" },
+  });
+  const line = "═".repeat(78);
+  const lines = [
+    "",
+    green(line),
+    green(bold("  Runplane is running locally (offline: wrangler dev --local)")),
+    green(line),
+    `  Base URL        ${bold(u)}`,
+    `  API docs        ${u}/docs`,
+    `  OpenAPI         ${u}/openapi.json`,
+    `  Admin key       ${bold(adminKey)}   ${dim("(from .dev.vars)")}`,
+    `  Demo customer   ${bold(demo.customerId)}`,
+    `  Demo API key    ${bold(demo.apiKey)}   ${dim(`(saved in ${relative(ROOT, DEMO_FILE)})`)}`,
+    `  Run types       hello (3 steps), nap (sleeps 2 s), flaky (fails once, then retries)`,
+    "",
+    bold("  Try it (paste into a shell):"),
+    "",
+    dim("  # submit a \"hello\" run"),
+    `  ${post} ${u}/v1/runs -d '{"projectId":"demo","runType":"hello","input":{"name":"world"}}'`,
+    "",
+    dim("  # get a run: replace RUN_ID with the id printed above"),
+    `  ${get} ${u}/v1/runs/RUN_ID`,
+    "",
+    dim("  # or submit and capture the id in one go, then fetch the run"),
+    `  RUN_ID=$(${post} ${u}/v1/runs -d '{"projectId":"demo","runType":"hello","input":{"name":"world"}}' | ${runId}); echo $RUN_ID`,
+    `  ${get} ${u}/v1/runs/$RUN_ID`,
+    "",
+    dim("  # list runs · the run's event timeline"),
+    `  ${get} '${u}/v1/runs?limit=10'`,
+    `  ${get} ${u}/v1/runs/$RUN_ID/events`,
+    "",
+    dim("  # cancel: start a \"nap\" run (it sleeps 2 s) and cancel it before it finishes"),
+    `  NAP_ID=$(${post} ${u}/v1/runs -d '{"projectId":"demo","runType":"nap"}' | ${runId}); echo $NAP_ID`,
+    `  curl -s -w '\\n' -X POST ${auth} ${u}/v1/runs/$NAP_ID/cancel`,
+    "",
+    dim("  # idempotency: run twice, the second answers HTTP 200 with the same run"),
+    `  ${post.replace("-w '\\n'", "-w '\\nHTTP %{http_code}\\n'")} ${u}/v1/runs -d '{"projectId":"demo","runType":"hello","input":{"name":"once"},"idempotencyKey":"order-42"}'`,
+    "",
+    dim("  # a retrying run · a run with inline steps instead of a run type"),
+    `  ${post} ${u}/v1/runs -d '{"projectId":"demo","runType":"flaky"}'`,
+    `  ${post} ${u}/v1/runs -d '${inline}'`,
+    "",
+    dim("  # admin: customers and run types"),
+    `  curl -s -w '\\n' -H 'Authorization: Bearer ${adminKey}' ${u}/v1/customers`,
+    `  curl -s -w '\\n' -H 'Authorization: Bearer ${adminKey}' ${u}/v1/run-types`,
+    "",
+    `  Press ${bold("Ctrl-C")} to stop. Local state persists in .wrangler/ (delete .wrangler/state to start over).`,
+    green(line),
+    "",
+  ];
+  console.log(lines.join("\n"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+function parsePort(value) {
+  const port = Number(value);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    console.error(`[start] PORT must be a TCP port number, not "${value}"`);
+    process.exit(2);
+  }
+  return port;
+}
+
+function parseDotenv(text) {
+  const vars = {};
+  for (const raw of text.split(/\r?\n/)) {
+    const line = raw.trim();
+    if (!line || line.startsWith("#")) continue;
+    const match = /^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$/.exec(line);
+    if (!match) continue;
+    let value = match[2];
+    if (/^(["']).*\1$/.test(value)) value = value.slice(1, -1);
+    else value = value.replace(/\s+#.*$/, "");
+    vars[match[1]] = value;
+  }
+  return vars;
+}
+
+/**
+ * Resolves once a child has exited and its output has been forwarded (its pipes closed, or
+ * a second later if something it left behind holds them), after sweeping its process group.
+ */
+function exited(child) {
+  return new Promise((resolve) => {
+    child.once("error", (err) => {
+      console.error(red(`[start] could not run wrangler: ${err.message}`));
+      resolve({ code: 1, signal: null });
+    });
+    child.once("exit", (code, signal) => {
+      sweep(child);
+      const done = () => resolve({ code, signal });
+      child.once("close", done);
+      setTimeout(done, 1000).unref();
+    });
+  });
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// ---------------------------------------------------------------------------------------
+
+async function main() {
+  process.chdir(ROOT);
+  checkEnvironment();
+  const vars = ensureDevVars();
+  await assertPortFree();
+  await applyMigrations();
+  const child = startWrangler();
+  await waitForHealth(child);
+  if (stopping) return;
+  say(`GET /health answered 200`);
+  await checkReady();
+  await seedRunTypes(vars.ADMIN_API_KEY);
+  const demo = await seedDemoCustomer(vars.ADMIN_API_KEY);
+  if (stopping) return;
+  banner(vars.ADMIN_API_KEY, demo);
+  // From here the exit handler of wrangler decides how we end.
+}
+
+main().catch((err) => {
+  if (stopping) return;
+  console.error(red(`[start] ${err instanceof StartError ? err.message : err?.stack ?? err}`));
+  if (current && current.exitCode === null && current.signalCode === null) {
+    stopping = true; // startWrangler's exit handler then exits with stopExitCode
+    stopExitCode = 1;
+    current.kill("SIGTERM");
+    setTimeout(() => process.exit(1), 10_000).unref();
+  } else {
+    process.exit(1);
+  }
+});
