@@ -18,7 +18,7 @@ const app = createApp();
 export default {
   fetch: app.fetch,
 
-  async queue(batch, env) {
+  async queue(batch, env, _ctx) {
     const jobPool = poolForJobQueue(batch.queue);
     if (jobPool) return consumeJobs(batch, env, jobPool);
     const deadLetterPool = poolForDeadLetterQueue(batch.queue);

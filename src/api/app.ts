@@ -90,6 +90,9 @@ export function createApp() {
     if (err instanceof ApiError) apiError = err;
     else if (err instanceof HTTPException && err.status === 400 && /JSON/i.test(err.message)) {
       apiError = new ApiError("invalid_json", "request body is not valid JSON", [{ field: "(body)", message: err.message }]);
+    } else if (err instanceof HTTPException && err.status === 415) {
+      // The body validator's media-type gate: a body sent without a JSON Content-Type.
+      apiError = new ApiError("unsupported_media_type", "a request body needs `Content-Type: application/json`");
     } else if (err instanceof HTTPException && err.status < 500) {
       apiError = new ApiError(err.status === 413 ? "payload_too_large" : err.status === 401 ? "unauthorized" : "validation_failed", err.message || "bad request");
     } else {

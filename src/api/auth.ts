@@ -18,6 +18,15 @@ export function requireAdmin(c: Context<AppEnv>): void {
   if (c.get("principal").kind !== "admin") throw new ApiError("forbidden", "this route needs the admin key");
 }
 
+/**
+ * Route middleware for admin-only routes (`middleware: adminOnly` in `createRoute`): it runs
+ * before the route's validators, so a customer key gets 403 whatever it sends, never a 400.
+ */
+export const adminOnly: MiddlewareHandler<AppEnv> = async (c, next) => {
+  requireAdmin(c);
+  await next();
+};
+
 /** The admin, or the customer itself; another customer's id is a 404, never a 403. */
 export function requireCustomerAccess(c: Context<AppEnv>, customerId: string): void {
   const principal = c.get("principal");

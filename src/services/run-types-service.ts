@@ -7,13 +7,13 @@ import { runTypes } from "../db/schema";
 import { RetryPolicySchema } from "../domain/retry-policy";
 import { PrioritySchema, StepSpecSchema, MAX_STEPS_PER_RUN } from "../domain/step-spec";
 import { clientName } from "../domain/names";
-import { assertValidSteps } from "./step-validation";
+import { assertValidSteps, refineSteps } from "./step-validation";
 
 export const RunTypeDefinitionSchema = z
   .object({
     pool: clientName("pool").optional(),
     priority: PrioritySchema.optional(),
-    steps: z.array(StepSpecSchema).min(1).max(MAX_STEPS_PER_RUN),
+    steps: z.array(StepSpecSchema).min(1).max(MAX_STEPS_PER_RUN).superRefine(refineSteps),
     retry: RetryPolicySchema.optional(),
     timeoutMs: z.number().int().min(1).max(900_000).optional(),
   })

@@ -47,7 +47,7 @@ function encodeCursor(createdAt: number, id: string) {
 function decodeCursor(cursor: string): [number, string] {
   try {
     const value = JSON.parse(atob(cursor)) as unknown;
-    if (Array.isArray(value) && typeof value[0] === "number" && typeof value[1] === "string") return [value[0], value[1]];
+    if (Array.isArray(value) && value.length === 2 && Number.isSafeInteger(value[0]) && typeof value[1] === "string") return [value[0], value[1]];
   } catch {
     // fall through to the error below
   }

@@ -1,7 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { App } from "../context";
 import { ClientName, ERRORS, bearer, json, jsonBody } from "../openapi";
-import { requireAdmin } from "../auth";
+import { adminOnly } from "../auth";
 import { BudgetBody, CustomerSchema, UsdAmount } from "../schemas";
 
 const CreateCustomerBody = z
@@ -19,6 +19,7 @@ const route = createRoute({
   tags: ["customers"],
   summary: "Create a customer and its first API key (admin)",
   security: bearer,
+  middleware: adminOnly,
   request: jsonBody(CreateCustomerBody),
   responses: {
     201: json(z.object({ customer: CustomerSchema, apiKey: z.string().openapi({ description: "Shown once; stored hashed" }), keyId: z.string() }), "Created"),
@@ -31,7 +32,6 @@ const route = createRoute({
 
 export function registerCreateCustomer(app: App) {
   app.openapi(route, async (c) => {
-    requireAdmin(c);
     const result = await c.get("services").customers.create(c.req.valid("json"));
     return c.json(result, 201);
   });

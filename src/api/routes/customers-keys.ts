@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { App } from "../context";
-import { requireAdmin } from "../auth";
+import { adminOnly } from "../auth";
 import { ClientName, ERRORS, bearer, json } from "../openapi";
 
 const create = createRoute({
@@ -9,6 +9,7 @@ const create = createRoute({
   tags: ["customers"],
   summary: "Create another API key for a customer (admin); the key is shown once",
   security: bearer,
+  middleware: adminOnly,
   request: { params: z.object({ id: ClientName("id") }) },
   responses: {
     201: json(z.object({ key: z.object({ id: z.string(), prefix: z.string(), createdAt: z.string() }), apiKey: z.string() }), "Created"),
@@ -25,17 +26,16 @@ const revoke = createRoute({
   tags: ["customers"],
   summary: "Revoke a customer's API key (admin)",
   security: bearer,
+  middleware: adminOnly,
   request: { params: z.object({ id: ClientName("id"), keyId: z.string().min(1).max(100) }) },
   responses: { 204: { description: "Revoked" }, 400: ERRORS[400], 401: ERRORS[401], 403: ERRORS[403], 404: ERRORS[404] },
 });
 
 export function registerCustomerKeys(app: App) {
   app.openapi(create, async (c) => {
-    requireAdmin(c);
     return c.json(await c.get("services").customers.createKey(c.req.valid("param").id), 201);
   });
   app.openapi(revoke, async (c) => {
-    requireAdmin(c);
     const { id, keyId } = c.req.valid("param");
     await c.get("services").customers.revokeKey(id, keyId);
     return c.body(null, 204);

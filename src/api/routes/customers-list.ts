@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { App } from "../context";
-import { requireAdmin } from "../auth";
+import { adminOnly } from "../auth";
 import { ERRORS, PageQuery, bearer, json } from "../openapi";
 import { CustomerSchema } from "../schemas";
 
@@ -10,6 +10,7 @@ const route = createRoute({
   tags: ["customers"],
   summary: "List customers (admin)",
   security: bearer,
+  middleware: adminOnly,
   request: { query: z.object(PageQuery) },
   responses: {
     200: json(z.object({ customers: z.array(CustomerSchema), nextCursor: z.string().nullable() }), "A page of customers"),
@@ -21,7 +22,6 @@ const route = createRoute({
 
 export function registerListCustomers(app: App) {
   app.openapi(route, async (c) => {
-    requireAdmin(c);
     const { limit, cursor } = c.req.valid("query");
     return c.json(await c.get("services").customers.list(limit, cursor), 200);
   });

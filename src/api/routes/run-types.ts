@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { App } from "../context";
-import { requireAdmin } from "../auth";
+import { adminOnly } from "../auth";
 import { ClientName, ERRORS, PageQuery, bearer, json, jsonBody } from "../openapi";
 import { RunTypeDefinitionSchema } from "../../services/run-types-service";
 
@@ -23,6 +23,7 @@ const put = createRoute({
   tags: ["run types"],
   summary: "Create or replace a run type: a named template of steps, pool, priority, retry policy (admin)",
   security: bearer,
+  middleware: adminOnly,
   request: { params: z.object({ name: ClientName("run type name") }), ...jsonBody(RunTypeDefinitionSchema) },
   responses: {
     200: json(z.object({ runType: RunTypeSchema }), "Replaced"),
@@ -56,7 +57,6 @@ const get = createRoute({
 
 export function registerRunTypes(app: App) {
   app.openapi(put, async (c) => {
-    requireAdmin(c);
     const { created, runType } = await c.get("services").runTypes.put(c.req.valid("param").name, c.req.valid("json"));
     return created ? c.json({ runType }, 201) : c.json({ runType }, 200);
   });

@@ -3,18 +3,20 @@ import type { App } from "../context";
 import { ClientName, ERRORS, bearer, json, jsonBody } from "../openapi";
 import { RunEnvelope } from "../schemas";
 import { MAX_STEPS_PER_RUN, PrioritySchema, StepSpecSchema } from "../../domain/step-spec";
+import { refineSteps } from "../../services/step-validation";
+import { refineJsonDepth } from "../json-limits";
 
 export const CreateRunBody = z
   .object({
     projectId: ClientName("projectId").openapi({ example: "default" }),
     customerId: ClientName("customerId").optional().openapi({ description: "Required with the admin key; a customer key may give only its own" }),
     runType: ClientName("runType").optional(),
-    steps: z.array(StepSpecSchema).min(1).max(MAX_STEPS_PER_RUN).optional().openapi({ description: "Inline steps, instead of a runType" }),
-    input: z.unknown().optional(),
+    steps: z.array(StepSpecSchema).min(1).max(MAX_STEPS_PER_RUN).superRefine(refineSteps).optional().openapi({ description: "Inline steps, instead of a runType" }),
+    input: z.unknown().superRefine(refineJsonDepth).optional(),
     priority: PrioritySchema.optional(),
     pool: ClientName("pool").optional(),
     idempotencyKey: z.string().min(1).max(200).optional().openapi({ description: "The same key again returns the same run, never a second one" }),
-    metadata: z.record(z.string(), z.unknown()).optional(),
+    metadata: z.record(z.string(), z.unknown()).superRefine(refineJsonDepth).optional(),
   })
   .strict()
   .openapi("CreateRun");
