@@ -5,6 +5,7 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import { z } from "zod";
+import { countUsage } from "../src/lib/usage";
 import { sqlHelper } from "./sql";
 
 const BudgetSchema = z.object({
@@ -29,13 +30,19 @@ export class CustomerLedger extends DurableObject {
   }
 
   async setBudget(input: z.input<typeof BudgetSchema>): Promise<LedgerSummary> {
+    countUsage("do_requests");
     const budget = BudgetSchema.parse(input);
     this.ensureSchema();
     this.sql`INSERT OR REPLACE INTO budget (id, limit_nano_usd, soft_thresholds) VALUES (1, ${budget.limitNanoUsd}, ${JSON.stringify(budget.softThresholds)})`;
-    return this.summary();
+    return this.readSummary(Date.now());
   }
 
   async summary(now = Date.now()): Promise<LedgerSummary> {
+    countUsage("do_requests");
+    return this.readSummary(now);
+  }
+
+  private readSummary(now: number): LedgerSummary {
     this.ensureSchema();
     const month = new Date(now).toISOString().slice(0, 7);
     const row = this.sql<{ limit_nano_usd: string | null; soft_thresholds: string }>`SELECT limit_nano_usd, soft_thresholds FROM budget`[0];

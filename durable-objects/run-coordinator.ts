@@ -27,6 +27,7 @@ import {
   type StepState,
 } from "../src/domain/run-machine";
 import { errorMessage, log } from "../src/lib/log";
+import { countUsage } from "../src/lib/usage";
 import {
   CompleteStepInputSchema,
   FailStepInputSchema,
@@ -59,6 +60,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
   // ---- commands -------------------------------------------------------------------------
 
   async create(input: z.input<typeof RunDefinitionSchema>): Promise<CreateRunResult> {
+    countUsage("do_requests");
     const def = RunDefinitionSchema.parse(input) as RunDefinition;
     const existing = await this.load();
     if (existing) {
@@ -74,11 +76,13 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
   }
 
   async get(): Promise<RunSnapshot | null> {
+    countUsage("do_requests");
     const state = await this.load();
     return state ? this.snapshot(state) : null;
   }
 
   async events(afterSeq = 0, limit = 500): Promise<RunEvent[]> {
+    countUsage("do_requests");
     if (!(await this.load())) return [];
     return this.sql<{ seq: number; at: number; type: string; step: string | null; attempt: number | null; data: string | null }>`
       SELECT seq, at, type, step, attempt, data FROM events WHERE seq > ${afterSeq} ORDER BY seq LIMIT ${limit}`.map((row) => ({
@@ -88,6 +92,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
   }
 
   async startStep(input: z.input<typeof StartStepInputSchema>): Promise<StartStepResult> {
+    countUsage("do_requests");
     const msg = StartStepInputSchema.parse(input);
     const state = await this.load();
     if (!state) return { ok: false, reason: "unknown_run" };
@@ -97,6 +102,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
   }
 
   async heartbeat(leaseId: string): Promise<{ ok: boolean; reason?: string }> {
+    countUsage("do_requests");
     const state = await this.load();
     if (!state) return { ok: false, reason: "unknown_run" };
     const result = heartbeat(state, String(leaseId), this.clock());
@@ -106,6 +112,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
   }
 
   async completeStep(input: z.input<typeof CompleteStepInputSchema>): Promise<ReportResult> {
+    countUsage("do_requests");
     const report = CompleteStepInputSchema.parse(input);
     const state = await this.load();
     if (!state) return { ok: false, reason: "unknown_run" };
@@ -116,6 +123,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
   }
 
   async failStep(input: z.input<typeof FailStepInputSchema>): Promise<ReportResult> {
+    countUsage("do_requests");
     const report = FailStepInputSchema.parse(input);
     const state = await this.load();
     if (!state) return { ok: false, reason: "unknown_run" };
@@ -126,6 +134,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
   }
 
   async cancel(reason = "cancelled by request"): Promise<CommandReply> {
+    countUsage("do_requests");
     const state = await this.load();
     if (!state) return { ok: false, reason: "unknown_run", run: null };
     const result = cancelRun(state, String(reason).slice(0, 500), this.clock());
@@ -135,6 +144,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
   }
 
   async resume(): Promise<CommandReply> {
+    countUsage("do_requests");
     const state = await this.load();
     if (!state) return { ok: false, reason: "unknown_run", run: null };
     const result = resumeRun(state, this.clock());
@@ -144,6 +154,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
   }
 
   override async alarm(): Promise<void> {
+    countUsage("do_requests");
     this.alarmAt = null;
     const state = await this.load();
     if (!state) return;
@@ -280,6 +291,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     // A failed send leaves the step queued with a dispatch deadline: the alarm sends it again.
     try {
       await pool.jobs(this.env as Env).sendBatch(messages);
+      countUsage("queue_operations", messages.length);
     } catch (err) {
       log("dispatch.send_failed", { runId: state.def.id, pool: pool.name, error: errorMessage(err) }, "error");
     }
@@ -321,6 +333,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     };
     try {
       await (this.env as Env).EVENTS.send(message);
+      countUsage("queue_operations");
     } catch (err) {
       log("index.send_failed", { runId: def.id, error: errorMessage(err) }, "error");
     }

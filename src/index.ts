@@ -8,6 +8,7 @@ import { consumeDeadLetters } from "./data-plane/dlq-consumer";
 import { consumeEvents } from "./data-plane/events-consumer";
 import { consumeJobs } from "./data-plane/job-consumer";
 import { log } from "./lib/log";
+import { countUsage } from "./lib/usage";
 import "./steps/custom";
 
 export { RunCoordinator } from "../durable-objects/run-coordinator";
@@ -16,9 +17,14 @@ export { CustomerLedger } from "../durable-objects/customer-ledger";
 const app = createApp();
 
 export default {
-  fetch: app.fetch,
+  fetch(request, env, ctx) {
+    countUsage("worker_requests");
+    return app.fetch(request, env, ctx);
+  },
 
   async queue(batch, env, _ctx) {
+    countUsage("worker_requests");
+    countUsage("queue_operations", batch.messages.length);
     const jobPool = poolForJobQueue(batch.queue);
     if (jobPool) return consumeJobs(batch, env, jobPool);
     const deadLetterPool = poolForDeadLetterQueue(batch.queue);

@@ -6,13 +6,14 @@ import { runStub } from "../../durable-objects/run-coordinator-rpc";
 import type { PoolConfig } from "../config/pools";
 import { errorMessage, log } from "../lib/log";
 import { sha256Hex } from "../lib/ids";
+import { acknowledge } from "./acknowledge";
 import { JobMessageSchema } from "./messages";
 
 export async function consumeDeadLetters(batch: MessageBatch<unknown>, env: Env, pool: PoolConfig): Promise<void> {
   for (const message of batch.messages) {
     try {
       await recordDeadLetter(message, env, pool);
-      message.ack();
+      acknowledge(message);
     } catch (err) {
       log("dlq.record_failed", { pool: pool.name, messageId: message.id, error: errorMessage(err) }, "error");
       message.retry();

@@ -3,6 +3,7 @@
  * upserts guarded by the row's version, so redelivered or reordered messages change nothing.
  */
 import { errorMessage, log } from "../lib/log";
+import { countD1, countUsage } from "../lib/usage";
 import { EventMessageSchema, type AttemptRow, type RunIndexRow } from "./messages";
 
 export async function consumeEvents(batch: MessageBatch<unknown>, env: Env): Promise<void> {
@@ -17,6 +18,8 @@ export async function consumeEvents(batch: MessageBatch<unknown>, env: Env): Pro
     const seen = latest.get(run.id);
     if (!seen || seen.run.version < run.version) latest.set(run.id, { run, attempts });
   }
+  // Success acks the whole batch: one delete per message.
+  countUsage("queue_operations", batch.messages.length);
   if (latest.size === 0) return;
   const now = Date.now();
   const statements: D1PreparedStatement[] = [];
@@ -53,7 +56,7 @@ export async function consumeEvents(batch: MessageBatch<unknown>, env: Env): Pro
     }
   }
   try {
-    await env.DB.batch(statements);
+    countD1(await env.DB.batch(statements));
   } catch (err) {
     log("events.write_failed", { runs: latest.size, error: errorMessage(err) }, "error");
     throw err; // the whole batch is delivered again; the upserts make that harmless

@@ -9,7 +9,9 @@ import { runStub, type ReportResult, type StepAssignment } from "../../durable-o
 import type { PoolConfig } from "../config/pools";
 import { errorMessage, log } from "../lib/log";
 import { executeAssignment } from "./execute-step";
+import { acknowledge } from "./acknowledge";
 import { JobMessageSchema } from "./messages";
+import { countUsage } from "../lib/usage";
 
 export async function consumeJobs(batch: MessageBatch<unknown>, env: Env, pool: PoolConfig): Promise<void> {
   const inlineLimit = Math.max(0, Number(env.INLINE_STEP_LIMIT ?? 0) || 0);
@@ -22,7 +24,8 @@ async function handleJob(message: Message<unknown>, env: Env, pool: PoolConfig, 
     // No retry can fix a malformed message: straight to the dead-letter queue, with the reason.
     log("job.malformed", { pool: pool.name, messageId: message.id, issues: parsed.error.issues.map((i) => i.message) }, "error");
     await pool.deadLetters(env).send({ malformed: true, body: message.body, issues: parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`) });
-    message.ack();
+    countUsage("queue_operations");
+    acknowledge(message);
     return;
   }
   const job = parsed.data;
@@ -32,7 +35,7 @@ async function handleJob(message: Message<unknown>, env: Env, pool: PoolConfig, 
     if (!start.ok) {
       // A duplicate delivery, a superseded dispatch or a finished run: nothing to do.
       log("job.skipped", { runId: job.runId, stepIndex: job.stepIndex, pool: pool.name, reason: start.reason, deliveryAttempt: message.attempts });
-      message.ack();
+      acknowledge(message);
       return;
     }
     let assignment: StepAssignment | null = start.assignment;
@@ -56,7 +59,7 @@ async function handleJob(message: Message<unknown>, env: Env, pool: PoolConfig, 
       assignment = report.next;
       carried += 1;
     }
-    message.ack();
+    acknowledge(message);
   } catch (err) {
     // The run object was unreachable or threw: the queue delivers again, and after
     // max_retries the message is dead-lettered.

@@ -10,6 +10,7 @@ import type { Priority, RunStatus } from "../domain/run-status";
 import type { RetryPolicy } from "../domain/retry-policy";
 import type { StepSpec } from "../domain/step-spec";
 import { fingerprint, newId, runIdForIdempotencyKey } from "../lib/ids";
+import { countD1 } from "../lib/usage";
 import type { CustomersService } from "./customers-service";
 import { presentEvent, presentRun } from "./run-view";
 import { assertKnownPool, type RunTypesService } from "./run-types-service";
@@ -123,7 +124,7 @@ export class RunsService {
     }
     const run = result.run;
     // Listing reads D1; the run object keeps this row current through the events queue.
-    await this.db
+    const inserted = await this.db
       .insert(runs)
       .values({
         id: run.id,
@@ -138,7 +139,9 @@ export class RunsService {
         version: 0,
         updatedAt: now,
       })
-      .onConflictDoNothing();
+      .onConflictDoNothing()
+      .run();
+    countD1(inserted);
     return { created: result.created, run: presentRun(run) };
   }
 
