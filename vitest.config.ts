@@ -20,7 +20,7 @@ export default defineConfig({
           TEST_MIGRATIONS: migrations,
         },
         queueConsumers: {
-          "runplane-jobs-standard": { maxBatchSize: 10, maxBatchTimeout: 0.05, maxRetries: 3, deadLetterQueue: "runplane-dlq-standard" },
+          "runplane-jobs-standard": { maxBatchSize: 100, maxBatchTimeout: 0, maxRetries: 3, deadLetterQueue: "runplane-dlq-standard" },
           "runplane-dlq-standard": { maxBatchSize: 10, maxBatchTimeout: 0.05, maxRetries: 10 },
           "runplane-events": { maxBatchSize: 100, maxBatchTimeout: 0.05, maxRetries: 10, deadLetterQueue: "runplane-events-dlq" },
         },

@@ -17,6 +17,7 @@ import {
   fireTimers,
   heartbeat,
   mergeOutcomes,
+  newStepState,
   nextTimerAt,
   resumeRun,
   startStep,
@@ -26,7 +27,7 @@ import {
   type RunState,
   type StepState,
 } from "../src/domain/run-machine";
-import { errorMessage, log } from "../src/lib/log";
+import { configureLogging, errorMessage, log } from "../src/lib/log";
 import { countUsage } from "../src/lib/usage";
 import {
   CompleteStepInputSchema,
@@ -56,6 +57,13 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
   private alarmAt: number | null = null;
   /** Event sequence of the last persisted event: the run index row's version. */
   private lastSeq = 0;
+  /** The run row as last written, so a command that leaves it alone writes no row. */
+  private persistedHeader = "";
+
+  constructor(ctx: DurableObjectState, env: Cloudflare.Env) {
+    super(ctx, env);
+    configureLogging(env.LOG_LEVEL);
+  }
 
   // ---- commands -------------------------------------------------------------------------
 
@@ -71,6 +79,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     const { state, outcome } = createRun(def, this.clock());
     this.state = state;
     this.sql`INSERT INTO run (id, definition, status, started_at, finished_at, failure) VALUES (${def.id}, ${JSON.stringify(def)}, ${state.status}, NULL, NULL, NULL)`;
+    this.persistedHeader = headerOf(state);
     await this.commit(state, outcome, { indexOnStatusChange: false });
     return { ok: true, created: true, run: this.snapshot(state) };
   }
@@ -216,7 +225,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
       this.sql`CREATE TABLE IF NOT EXISTS steps (idx INTEGER PRIMARY KEY, status TEXT NOT NULL, attempts INTEGER NOT NULL,
         attempt_base INTEGER NOT NULL, dispatch INTEGER NOT NULL, lease_id TEXT, deadline INTEGER, not_before INTEGER,
         wake_at INTEGER, output TEXT, error TEXT, started_at INTEGER, finished_at INTEGER, history TEXT NOT NULL)`;
-      this.sql`CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL,
+      this.sql`CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL,
         type TEXT NOT NULL, step TEXT, attempt INTEGER, data TEXT)`;
       this.sql`DELETE FROM schema_meta`;
       this.sql`INSERT INTO schema_meta (version) VALUES (${SCHEMA_VERSION})`;
@@ -234,7 +243,12 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     if (row) {
       this.migrate();
       const def = JSON.parse(row.definition) as RunDefinition;
-      const steps = this.sql`SELECT * FROM steps ORDER BY idx`.map(stepFromRow);
+      // A step with no row has never left `pending`.
+      const steps = def.steps.map((_, index) => newStepState(index));
+      for (const row of this.sql`SELECT * FROM steps`) {
+        const step = stepFromRow(row);
+        steps[step.index] = step;
+      }
       this.state = {
         def,
         status: row.status as RunState["status"],
@@ -244,6 +258,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
         steps,
       };
       this.lastSeq = this.sql<{ seq: number | null }>`SELECT MAX(seq) AS seq FROM events`[0]?.seq ?? 0;
+      this.persistedHeader = headerOf(this.state);
       this.alarmAt = await this.ctx.storage.getAlarm();
     }
     this.loaded = true;
@@ -256,16 +271,21 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     options: { indexOnStatusChange?: boolean; alarmFired?: boolean } = {},
   ): Promise<void> {
     const now = Date.now();
+    const header = headerOf(state);
     try {
       this.ctx.storage.transactionSync(() => {
-        this.sql`UPDATE run SET status = ${state.status}, started_at = ${state.startedAt}, finished_at = ${state.finishedAt},
-          failure = ${state.failure ? JSON.stringify(state.failure) : null}`;
+        if (header !== this.persistedHeader) {
+          this.sql`UPDATE run SET status = ${state.status}, started_at = ${state.startedAt}, finished_at = ${state.finishedAt},
+            failure = ${state.failure ? JSON.stringify(state.failure) : null}`;
+        }
         for (const index of outcome.touched) writeStep(this.sql, state.steps[index]!);
+        let seq = this.lastSeq;
         for (const event of outcome.events) {
-          this.sql`INSERT INTO events (at, type, step, attempt, data) VALUES (${now}, ${event.type}, ${event.step ?? null},
+          this.sql`INSERT INTO events (seq, at, type, step, attempt, data) VALUES (${++seq}, ${now}, ${event.type}, ${event.step ?? null},
             ${event.attempt ?? null}, ${event.data ? JSON.stringify(event.data) : null})`;
         }
       });
+      this.persistedHeader = header;
     } catch (err) {
       // Memory may now be ahead of storage: forget it and reload on the next command.
       this.loaded = false;
@@ -274,7 +294,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     }
     this.lastSeq += outcome.events.length;
     for (const event of outcome.events) {
-      log(event.type, { runId: state.def.id, step: event.step, attempt: event.attempt, pool: state.def.pool, ...event.data });
+      log(event.type, { runId: state.def.id, step: event.step, attempt: event.attempt, pool: state.def.pool, ...event.data }, levelOf(event.type));
     }
     await this.sendDispatches(state, outcome);
     if (outcome.statusChanged && options.indexOnStatusChange !== false) await this.sendIndexUpdate(state);
@@ -346,7 +366,12 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
    */
   private async armAlarm(state: RunState, alarmFired: boolean) {
     const next = nextTimerAt(state);
-    if (next === null) return;
+    if (next === null) {
+      // Nothing left to wait for: a finished run keeps no timer, so an idle platform costs nothing.
+      if (this.alarmAt !== null && !alarmFired) await this.ctx.storage.deleteAlarm();
+      this.alarmAt = null;
+      return;
+    }
     if (alarmFired || this.alarmAt === null || next < this.alarmAt) {
       await this.ctx.storage.setAlarm(next);
       this.alarmAt = next;
@@ -381,6 +406,15 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
       })),
     };
   }
+}
+
+/** Transitions every attempt passes through are debug; outcomes and run transitions are info. */
+const DEBUG_EVENTS = new Set(["step.started", "step.queued"]);
+const levelOf = (type: string) => (DEBUG_EVENTS.has(type) ? "debug" : "info");
+
+/** The run row's mutable fields, as one comparable string. */
+function headerOf(state: RunState): string {
+  return JSON.stringify([state.status, state.startedAt, state.finishedAt, state.failure]);
 }
 
 function writeStep(sql: ReturnType<typeof sqlHelper>, s: StepState) {

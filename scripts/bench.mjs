@@ -10,7 +10,7 @@
  *   npm run bench -- --variants runplane,workflows --url http://localhost:8788  # reuse a runtime
  */
 import { spawn, execFileSync } from "node:child_process";
-import { mkdirSync, rmSync, writeFileSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync, writeFileSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -30,6 +30,7 @@ function parseArgs(argv) {
     url: null,
     out: null,
     settleMs: 1500,
+    persistTo: null,
   };
   for (let i = 0; i < argv.length; i++) {
     const [flag, inline] = argv[i].split("=");
@@ -45,6 +46,7 @@ function parseArgs(argv) {
       case "--port": opts.port = Number(value()); break;
       case "--url": opts.url = value(); break;
       case "--out": opts.out = value(); break;
+      case "--persist-to": opts.persistTo = value(); break;
       case "--help": case "-h":
         console.log(readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").slice(1, 12).join("\n"));
         process.exit(0);
@@ -64,7 +66,9 @@ const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s.lengt
 // ---- the local runtime -------------------------------------------------------------------
 
 async function startRuntime(opts) {
-  const persist = path.join(root, ".wrangler", "bench-state");
+  // Local state on tmpfs when the machine has one: the benchmark measures the platform, not
+  // this machine's disk flushes (every variant's storage lives there alike).
+  const persist = opts.persistTo ?? (existsSync("/dev/shm") ? `/dev/shm/runplane-bench-${process.pid}` : path.join(root, ".wrangler", "bench-state"));
   rmSync(persist, { recursive: true, force: true });
   const env = { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true" };
   const config = path.join(root, "bench", "wrangler.bench.toml");
@@ -84,7 +88,13 @@ async function startRuntime(opts) {
   for (let i = 0; i < 240; i++) {
     if (child.exitCode !== null) throw new Error(`wrangler dev exited (${child.exitCode}); see ${logFile}`);
     try {
-      if ((await fetch(`${base}/health`)).ok) return { base, child, stop: () => { try { process.kill(-child.pid, "SIGTERM"); } catch {} } };
+      if ((await fetch(`${base}/health`)).ok) {
+        const stop = () => {
+          try { process.kill(-child.pid, "SIGTERM"); } catch {}
+          rmSync(persist, { recursive: true, force: true });
+        };
+        return { base, child, stop, persist };
+      }
     } catch {}
     await sleep(250);
   }

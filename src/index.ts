@@ -7,7 +7,7 @@ import { EVENTS_QUEUE, poolForDeadLetterQueue, poolForJobQueue } from "./config/
 import { consumeDeadLetters } from "./data-plane/dlq-consumer";
 import { consumeEvents } from "./data-plane/events-consumer";
 import { consumeJobs } from "./data-plane/job-consumer";
-import { log } from "./lib/log";
+import { configureLogging, log } from "./lib/log";
 import { countUsage } from "./lib/usage";
 import "./steps/custom";
 
@@ -18,11 +18,13 @@ const app = createApp();
 
 export default {
   fetch(request, env, ctx) {
+    configureLogging(env.LOG_LEVEL);
     countUsage("worker_requests");
     return app.fetch(request, env, ctx);
   },
 
   async queue(batch, env, _ctx) {
+    configureLogging(env.LOG_LEVEL);
     countUsage("worker_requests");
     countUsage("queue_operations", batch.messages.length);
     const jobPool = poolForJobQueue(batch.queue);

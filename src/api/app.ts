@@ -33,7 +33,7 @@ export function createApp() {
   app.use("*", async (c, next) => {
     const incoming = c.req.header("x-request-id");
     c.set("requestId", incoming && /^[\w.-]{1,100}$/.test(incoming) ? incoming : newId("req"));
-    c.set("services", buildServices(c.env));
+    c.set("services", buildServices(c.env, (work) => c.executionCtx.waitUntil(work)));
     await next();
     c.header("x-request-id", c.get("requestId"));
   });

@@ -42,13 +42,8 @@ async function handleJob(message: Message<unknown>, env: Env, pool: PoolConfig, 
     let carried = 0;
     while (assignment) {
       const fields = { runId: assignment.runId, step: assignment.step.name, attempt: assignment.attempt, pool: pool.name };
-      const began = Date.now();
+      // The run object logs the attempt's outcome (step.succeeded / step.failed) when it records it.
       const result = await executeAssignment(assignment, env, run);
-      log(result.ok ? "step.attempt_succeeded" : "step.attempt_failed", {
-        ...fields,
-        durationMs: Date.now() - began,
-        ...(result.ok ? {} : { failureType: result.failure.type, error: result.failure.message }),
-      });
       const report: ReportResult = result.ok
         ? await run.completeStep({ leaseId: assignment.leaseId, output: result.output, usage: result.usage, continueInline: carried < inlineLimit })
         : await run.failStep({ leaseId: assignment.leaseId, failure: result.failure });

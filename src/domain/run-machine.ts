@@ -205,7 +205,6 @@ export function createRun(def: RunDefinition, clock: Clock): { state: RunState; 
   const out = newOutcome();
   out.statusChanged = true;
   out.events.push({ type: "run.created", data: { steps: def.steps.length } });
-  def.steps.forEach((_, index) => out.touched.add(index));
   advance(state, clock, out, false);
   return { state, outcome: out };
 }
@@ -246,12 +245,13 @@ function advance(state: RunState, clock: Clock, out: Outcome, inline: boolean) {
     return;
   }
   queueStep(state, step, clock, out, 0);
-  out.events.push({ type: "step.queued", step: def.name });
   if (state.status === "waiting") setRunStatus(state, "running", out);
   if (inline) {
+    // Started here for the caller: no queue message, and no separate "queued" event.
     out.dispatches.pop();
-    const started = startStep(state, { stepIndex: step.index, dispatch: step.dispatch }, clock, out);
-    if (started.ok) out.started = started.outcome.started;
+    startStep(state, { stepIndex: step.index, dispatch: step.dispatch }, clock, out);
+  } else {
+    out.events.push({ type: "step.queued", step: def.name });
   }
 }
 
@@ -329,7 +329,12 @@ export function completeStep(
   step.finishedAt = clock.now;
   closeAttempt(step, clock, "succeeded");
   out.touched.add(step.index);
-  out.events.push({ type: "step.succeeded", step: state.def.steps[step.index]!.name, attempt: step.attempts });
+  out.events.push({
+    type: "step.succeeded",
+    step: state.def.steps[step.index]!.name,
+    attempt: step.attempts,
+    data: { durationMs: clock.now - (step.startedAt ?? clock.now) },
+  });
   advance(state, clock, out, inline);
   return { ok: true, outcome: out };
 }
@@ -351,7 +356,7 @@ function recordFailure(state: RunState, step: StepState, failure: StepFailure, c
   step.deadline = null;
   step.finishedAt = clock.now;
   out.touched.add(step.index);
-  out.events.push({ type: "step.failed", step: name, attempt: step.attempts, data: error });
+  out.events.push({ type: "step.failed", step: name, attempt: step.attempts, data: { ...error, durationMs: clock.now - (step.startedAt ?? clock.now) } });
 
   const policy = retryPolicyOf(state, step.index);
   const attemptInBudget = step.attempts - step.attemptBase;

@@ -1,6 +1,9 @@
 /**
  * Structured logs: one object per event, so `wrangler tail` and Workers Logs can filter on
  * runId, step, attempt and pool. Objects (not strings) let Workers Logs index the fields.
+ * LOG_LEVEL (debug | info | warn | error, default info) sets the least severe level written;
+ * per-step transitions that every attempt goes through ("step.started") are debug, and
+ * outcomes ("step.succeeded", "step.failed", every run transition) are info.
  */
 export interface LogFields {
   runId?: string;
@@ -10,7 +13,17 @@ export interface LogFields {
   [key: string]: unknown;
 }
 
-export function log(event: string, fields: LogFields = {}, level: "info" | "warn" | "error" = "info"): void {
+export type LogLevel = "debug" | "info" | "warn" | "error";
+const RANK: Record<LogLevel, number> = { debug: 0, info: 1, warn: 2, error: 3 };
+let threshold = RANK.info;
+
+/** Called by each entry point with the deployment's LOG_LEVEL. */
+export function configureLogging(level: string | undefined): void {
+  threshold = RANK[(level ?? "info") as LogLevel] ?? RANK.info;
+}
+
+export function log(event: string, fields: LogFields = {}, level: LogLevel = "info"): void {
+  if (RANK[level] < threshold) return;
   const entry: Record<string, unknown> = { event, level, at: new Date().toISOString() };
   for (const [key, value] of Object.entries(fields)) if (value !== undefined) entry[key] = value;
   if (level === "error") console.error(entry);

@@ -61,6 +61,8 @@ export class RunsService {
     private readonly db: DrizzleD1Database,
     private readonly customers: CustomersService,
     private readonly runTypes: RunTypesService,
+    /** Work that may finish after the response: the run is already durable in its object. */
+    private readonly waitUntil: (work: Promise<unknown>) => void,
   ) {}
 
   private stub(runId: string) {
@@ -123,8 +125,9 @@ export class RunsService {
       ]);
     }
     const run = result.run;
-    // Listing reads D1; the run object keeps this row current through the events queue.
-    const inserted = await this.db
+    // Listing reads D1. Written after the response; if it is lost, the run object's next
+    // index update (through the events queue) writes the row.
+    const indexed = this.db
       .insert(runs)
       .values({
         id: run.id,
@@ -140,8 +143,9 @@ export class RunsService {
         updatedAt: now,
       })
       .onConflictDoNothing()
-      .run();
-    countD1(inserted);
+      .run()
+      .then(countD1);
+    this.waitUntil(indexed);
     return { created: result.created, run: presentRun(run) };
   }
 

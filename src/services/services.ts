@@ -12,9 +12,9 @@ export interface Services {
 }
 
 /** Built once per request and put on the Hono context: routes use these, never bindings. */
-export function buildServices(env: Env): Services {
+export function buildServices(env: Env, waitUntil: (work: Promise<unknown>) => void): Services {
   const db = drizzle(env.DB);
   const customers = new CustomersService(env, db);
   const runTypes = new RunTypesService(db);
-  return { auth: new AuthService(env, db), customers, runTypes, runs: new RunsService(env, db, customers, runTypes) };
+  return { auth: new AuthService(env, db), customers, runTypes, runs: new RunsService(env, db, customers, runTypes, waitUntil) };
 }

@@ -40,6 +40,8 @@ describe("run state machine", () => {
     expect(state.status).toBe("queued");
     expect(state.steps.map((s) => s.status)).toEqual(["queued", "pending"]);
     expect(outcome.dispatches).toEqual([{ stepIndex: 0, dispatch: 1 }]);
+    // Pending steps need no row: only the dispatched one is written.
+    expect([...outcome.touched]).toEqual([0]);
   });
 
   it("walks steps in order to success; each completion dispatches the next", () => {
