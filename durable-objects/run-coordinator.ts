@@ -44,7 +44,7 @@ import {
   type StartStepResult,
   type StepAssignment,
 } from "./run-coordinator-rpc";
-import { sqlHelper } from "./sql";
+import { insertRows, sqlHelper } from "./sql";
 
 const SCHEMA_VERSION = 1;
 const DEFAULT_LEASE_MS = 30_000;
@@ -59,6 +59,8 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
   private lastSeq = 0;
   /** The run row as last written, so a command that leaves it alone writes no row. */
   private persistedHeader = "";
+  /** The status the D1 run index was last sent (this wake); see indexDue(). */
+  private indexedStatus: RunState["status"] | null = null;
 
   constructor(ctx: DurableObjectState, env: Cloudflare.Env) {
     super(ctx, env);
@@ -75,12 +77,14 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
       if (existing.def.requestHash !== def.requestHash) return { ok: false, reason: "idempotency_key_reused", run: this.snapshot(existing) };
       return { ok: true, created: false, run: this.snapshot(existing) };
     }
-    this.migrate();
+    this.createSchema();
     const { state, outcome } = createRun(def, this.clock());
     this.state = state;
     this.sql`INSERT INTO run (id, definition, status, started_at, finished_at, failure) VALUES (${def.id}, ${JSON.stringify(def)}, ${state.status}, NULL, NULL, NULL)`;
     this.persistedHeader = headerOf(state);
-    await this.commit(state, outcome, { indexOnStatusChange: false });
+    // The control plane writes the new run's index row itself, so it lists at once.
+    this.indexedStatus = state.status;
+    await this.commit(state, outcome);
     return { ok: true, created: true, run: this.snapshot(state) };
   }
 
@@ -117,6 +121,8 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     const result = heartbeat(state, String(leaseId), this.clock());
     if (!result.ok) return result;
     await this.commit(state, result.outcome);
+    // A step that needs heartbeats is a long one: now the index should say the run is running.
+    if (this.indexedStatus !== state.status) await this.sendIndexUpdate(state);
     return { ok: true };
   }
 
@@ -215,27 +221,40 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     return { ok: true, assignment };
   }
 
+  /**
+   * The object's schema, versioned: created with the run, upgraded on wake when older.
+   * One multi-statement exec, since every run is a new object and this is on its create path.
+   */
   private migrate() {
-    this.sql`CREATE TABLE IF NOT EXISTS schema_meta (version INTEGER NOT NULL)`;
-    const current = this.sql<{ version: number }>`SELECT version FROM schema_meta`[0]?.version ?? 0;
-    if (current >= SCHEMA_VERSION) return;
+    const current = this.hasTable("schema_meta") ? (this.sql<{ version: number }>`SELECT version FROM schema_meta`[0]?.version ?? 0) : 0;
+    if (current < SCHEMA_VERSION) this.createSchema();
+  }
+
+  /** Idempotent (IF NOT EXISTS): safe on a new object without asking what it holds. */
+  private createSchema() {
     this.ctx.storage.transactionSync(() => {
-      this.sql`CREATE TABLE IF NOT EXISTS run (id TEXT PRIMARY KEY, definition TEXT NOT NULL, status TEXT NOT NULL,
-        started_at INTEGER, finished_at INTEGER, failure TEXT)`;
-      this.sql`CREATE TABLE IF NOT EXISTS steps (idx INTEGER PRIMARY KEY, status TEXT NOT NULL, attempts INTEGER NOT NULL,
-        attempt_base INTEGER NOT NULL, dispatch INTEGER NOT NULL, lease_id TEXT, deadline INTEGER, not_before INTEGER,
-        wake_at INTEGER, output TEXT, error TEXT, started_at INTEGER, finished_at INTEGER, history TEXT NOT NULL)`;
-      this.sql`CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL,
-        type TEXT NOT NULL, step TEXT, attempt INTEGER, data TEXT)`;
-      this.sql`DELETE FROM schema_meta`;
-      this.sql`INSERT INTO schema_meta (version) VALUES (${SCHEMA_VERSION})`;
+      this.ctx.storage.sql.exec(`
+        CREATE TABLE IF NOT EXISTS run (id TEXT PRIMARY KEY, definition TEXT NOT NULL, status TEXT NOT NULL,
+          started_at INTEGER, finished_at INTEGER, failure TEXT);
+        CREATE TABLE IF NOT EXISTS steps (idx INTEGER PRIMARY KEY, status TEXT NOT NULL, attempts INTEGER NOT NULL,
+          attempt_base INTEGER NOT NULL, dispatch INTEGER NOT NULL, lease_id TEXT, deadline INTEGER, not_before INTEGER,
+          wake_at INTEGER, output TEXT, error TEXT, started_at INTEGER, finished_at INTEGER, history TEXT NOT NULL);
+        CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL,
+          type TEXT NOT NULL, step TEXT, attempt INTEGER, data TEXT);
+        CREATE TABLE IF NOT EXISTS schema_meta (version INTEGER NOT NULL);
+        DELETE FROM schema_meta;
+        INSERT INTO schema_meta (version) VALUES (${SCHEMA_VERSION});`);
     });
+  }
+
+  private hasTable(name: string): boolean {
+    return this.sql`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ${name}`.length > 0;
   }
 
   /** The run's state, or null for an id no run was created under (reading writes nothing). */
   private async load(): Promise<RunState | null> {
     if (this.loaded) return this.state;
-    const hasRun = this.sql`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'run'`.length > 0;
+    const hasRun = this.hasTable("run");
     const row = hasRun
       ? this.sql<{ definition: string; status: string; started_at: number | null; finished_at: number | null; failure: string | null }>`
           SELECT definition, status, started_at, finished_at, failure FROM run LIMIT 1`[0]
@@ -268,7 +287,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
   private async commit(
     state: RunState,
     outcome: Outcome,
-    options: { indexOnStatusChange?: boolean; alarmFired?: boolean } = {},
+    options: { alarmFired?: boolean } = {},
   ): Promise<void> {
     const now = Date.now();
     const header = headerOf(state);
@@ -278,12 +297,13 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
           this.sql`UPDATE run SET status = ${state.status}, started_at = ${state.startedAt}, finished_at = ${state.finishedAt},
             failure = ${state.failure ? JSON.stringify(state.failure) : null}`;
         }
-        for (const index of outcome.touched) writeStep(this.sql, state.steps[index]!);
+        insertRows(this.ctx.storage, STEP_UPSERT, [...outcome.touched].map((index) => stepRow(state.steps[index]!)));
         let seq = this.lastSeq;
-        for (const event of outcome.events) {
-          this.sql`INSERT INTO events (seq, at, type, step, attempt, data) VALUES (${++seq}, ${now}, ${event.type}, ${event.step ?? null},
-            ${event.attempt ?? null}, ${event.data ? JSON.stringify(event.data) : null})`;
-        }
+        insertRows(
+          this.ctx.storage,
+          "INSERT INTO events (seq, at, type, step, attempt, data)",
+          outcome.events.map((e) => [++seq, now, e.type, e.step ?? null, e.attempt ?? null, e.data ? JSON.stringify(e.data) : null]),
+        );
       });
       this.persistedHeader = header;
     } catch (err) {
@@ -297,7 +317,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
       log(event.type, { runId: state.def.id, step: event.step, attempt: event.attempt, pool: state.def.pool, ...event.data }, levelOf(event.type));
     }
     await this.sendDispatches(state, outcome);
-    if (outcome.statusChanged && options.indexOnStatusChange !== false) await this.sendIndexUpdate(state);
+    if (outcome.statusChanged && this.indexDue(state)) await this.sendIndexUpdate(state);
     await this.armAlarm(state, options.alarmFired === true);
   }
 
@@ -317,7 +337,21 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     }
   }
 
+  /**
+   * The D1 run index follows the run lazily, to keep a message and a D1 write off every run's
+   * path: it is updated when the run finishes, starts waiting, or keeps a step running long
+   * enough to heartbeat (or retries after a delay). A run that goes from queued to done in one
+   * consumer invocation is indexed twice in all: created and finished.
+   * GET /v1/runs/:id always reads the run object, so it is never stale.
+   */
+  private indexDue(state: RunState): boolean {
+    if (state.status === this.indexedStatus) return false;
+    if (state.status !== "running") return true;
+    return state.steps.some((s) => s.status === "queued" && s.notBefore !== null);
+  }
+
   private async sendIndexUpdate(state: RunState) {
+    this.indexedStatus = state.status;
     const def = state.def;
     const message: EventMessage = {
       kind: "run.index",
@@ -417,11 +451,15 @@ function headerOf(state: RunState): string {
   return JSON.stringify([state.status, state.startedAt, state.finishedAt, state.failure]);
 }
 
-function writeStep(sql: ReturnType<typeof sqlHelper>, s: StepState) {
-  sql`INSERT OR REPLACE INTO steps (idx, status, attempts, attempt_base, dispatch, lease_id, deadline, not_before, wake_at,
-    output, error, started_at, finished_at, history) VALUES (${s.index}, ${s.status}, ${s.attempts}, ${s.attemptBase},
-    ${s.dispatch}, ${s.leaseId}, ${s.deadline}, ${s.notBefore}, ${s.wakeAt}, ${s.output === null ? null : JSON.stringify(s.output)},
-    ${s.error ? JSON.stringify(s.error) : null}, ${s.startedAt}, ${s.finishedAt}, ${JSON.stringify(s.history)})`;
+const STEP_UPSERT = `INSERT OR REPLACE INTO steps (idx, status, attempts, attempt_base, dispatch, lease_id, deadline,
+  not_before, wake_at, output, error, started_at, finished_at, history)`;
+
+function stepRow(s: StepState): SqlStorageValue[] {
+  return [
+    s.index, s.status, s.attempts, s.attemptBase, s.dispatch, s.leaseId, s.deadline, s.notBefore, s.wakeAt,
+    s.output === null ? null : JSON.stringify(s.output), s.error ? JSON.stringify(s.error) : null,
+    s.startedAt, s.finishedAt, JSON.stringify(s.history),
+  ];
 }
 
 function stepFromRow(row: Record<string, SqlStorageValue>): StepState {

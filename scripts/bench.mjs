@@ -101,6 +101,25 @@ async function startRuntime(opts) {
   throw new Error(`runtime did not answer /health within 60 s; see ${logFile}`);
 }
 
+/** CPU seconds used so far by each process under `pid` (itself included), by command and pid. */
+function treeCpuSeconds(pid) {
+  const out = {};
+  if (!pid) return out;
+  try {
+    const rows = execFileSync("ps", ["-eo", "pid=,ppid=,comm="], { encoding: "utf8" }).trim().split("\n").map((l) => l.trim().split(/\s+/)).map(([p, pp, comm]) => ({ pid: +p, ppid: +pp, comm }));
+    const tree = new Set([pid]);
+    for (let changed = true; changed;) {
+      changed = false;
+      for (const r of rows) if (tree.has(r.ppid) && !tree.has(r.pid)) { tree.add(r.pid); changed = true; }
+    }
+    for (const r of rows.filter((r) => tree.has(r.pid))) {
+      const fields = readFileSync(`/proc/${r.pid}/stat`, "utf8").split(") ")[1].split(" ");
+      out[`${r.comm}#${r.pid}`] = (Number(fields[11]) + Number(fields[12])) / 100;
+    }
+  } catch {}
+  return out;
+}
+
 /** Resident memory of the workerd processes under `pid` (KiB), from /proc. */
 function runtimeRssKiB(pid) {
   if (!pid) return 0;
@@ -164,6 +183,7 @@ async function trial(ctx, variant, n, label) {
   const { base, opts, key, pid } = ctx;
   const trialId = `t-${variant}-${Date.now().toString(36)}`;
   await fetch(`${base}/bench/usage?reset=1`);
+  const cpuBefore = treeCpuSeconds(pid);
   const submitMs = [];
   let next = 0;
   let peakKiB = runtimeRssKiB(pid);
@@ -190,6 +210,7 @@ async function trial(ctx, variant, n, label) {
   };
   await Promise.all(Array.from({ length: opts.concurrency }, worker));
   await poller;
+  const cpuAfter = treeCpuSeconds(pid);
   clearInterval(sampler);
   if (process.stdout.isTTY) process.stdout.write("\n");
   // Let trailing work (index writes, acks) land before counting operations.
@@ -215,6 +236,10 @@ async function trial(ctx, variant, n, label) {
     peakRssMiB: peakKiB / 1024,
     rssAfterMiB: runtimeRssKiB(pid) / 1024,
     perStep: Object.fromEntries(Object.entries(usage).map(([k, v]) => [k, v / steps])),
+    // CPU milliseconds per step spent by each process of the local runtime (workerd, wrangler).
+    cpuMsPerStep: Object.fromEntries(
+      Object.entries(cpuAfter).map(([name, sec]) => [name, ((sec - (cpuBefore[name] ?? 0)) * 1000) / steps]).filter(([, ms]) => ms > 0.01),
+    ),
   };
 }
 
