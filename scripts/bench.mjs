@@ -8,6 +8,8 @@
  *   npm run bench -- --fail-rate 0.1            # 10% transient failures per step attempt
  *   npm run bench -- --sweep 100,1000,5000      # scaling sweep, one round per size
  *   npm run bench -- --variants runplane,workflows --url http://localhost:8788  # reuse a runtime
+ *   npm run bench -- --log-level warn           # LOG_LEVEL for the run (default: wrangler.bench.toml's)
+ *   npm run bench -- --idle-after 120           # then idle 120 s and report memory
  */
 import { spawn, execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, rmSync, writeFileSync, readFileSync } from "node:fs";
@@ -31,6 +33,8 @@ function parseArgs(argv) {
     out: null,
     settleMs: 1500,
     persistTo: null,
+    logLevel: null,
+    idleMs: 0,
   };
   for (let i = 0; i < argv.length; i++) {
     const [flag, inline] = argv[i].split("=");
@@ -47,8 +51,10 @@ function parseArgs(argv) {
       case "--url": opts.url = value(); break;
       case "--out": opts.out = value(); break;
       case "--persist-to": opts.persistTo = value(); break;
+      case "--log-level": opts.logLevel = value(); break;
+      case "--idle-after": opts.idleMs = Number(value()) * 1000; break;
       case "--help": case "-h":
-        console.log(readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").slice(1, 12).join("\n"));
+        console.log(readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").slice(1, 14).join("\n"));
         process.exit(0);
       default:
         console.error(`unknown flag ${flag}; see --help`);
@@ -77,7 +83,7 @@ async function startRuntime(opts) {
   const logFile = path.join(root, "bench-results", "wrangler-dev.log");
   const child = spawn(
     "wrangler",
-    ["dev", "--local", "--config", config, "--port", String(opts.port), "--persist-to", persist, "--var", `ADMIN_API_KEY:${ADMIN}`, "--log-level", "warn"],
+    ["dev", "--local", "--config", config, "--port", String(opts.port), "--persist-to", persist, "--var", `ADMIN_API_KEY:${ADMIN}`, ...(opts.logLevel ? ["--var", `LOG_LEVEL:${opts.logLevel}`] : []), "--log-level", "warn"],
     { env, cwd: root, stdio: ["ignore", "pipe", "pipe"], detached: true },
   );
   const { createWriteStream } = await import("node:fs");
@@ -310,6 +316,13 @@ async function main() {
       ? opts.sweep.flatMap((n) => opts.variants.map((v) => ({ v, n, round: 1 })))
       : Array.from({ length: opts.rounds }, (_, r) => opts.variants.map((v) => ({ v, n: opts.runs, round: r + 1 }))).flat();
     for (const { v, n, round } of plan) results.push({ ...(await trial(ctx, v, n, `${v} n=${n} round ${round}`)), round });
+    let idle = null;
+    if (opts.idleMs > 0) {
+      // Memory once the platform has been idle: are objects and buffers released?
+      await sleep(opts.idleMs);
+      idle = { afterMs: opts.idleMs, rssMiB: runtimeRssKiB(runtime.child?.pid) / 1024 };
+      console.log(`\nRSS after ${opts.idleMs / 1000} s idle: ${fmt(idle.rssMiB)} MiB`);
+    }
     const file = opts.out ?? path.join(root, "bench-results", `bench-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
     mkdirSync(path.dirname(file), { recursive: true });
     if (opts.sweep) {
@@ -318,7 +331,7 @@ async function main() {
         printTable(summarize(results.filter((r) => r.runs === n), opts.variants));
       }
     } else printTable(summarize(results, opts.variants));
-    writeFileSync(file, JSON.stringify({ options: opts, machine: { cpus: (await import("node:os")).cpus().length, node: process.version }, results, summary: summarize(results, opts.variants) }, null, 2));
+    writeFileSync(file, JSON.stringify({ options: opts, machine: { cpus: (await import("node:os")).cpus().length, node: process.version }, results, idle, summary: summarize(results, opts.variants) }, null, 2));
     console.log(`\nresults: ${path.relative(root, file)}`);
   } finally {
     runtime.stop();
