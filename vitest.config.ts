@@ -17,6 +17,7 @@ export default defineConfig({
           RUNPLANE_ENV: "test",
           LEASE_MS: "2000",
           INLINE_STEP_LIMIT: "16",
+          ALERT_WEBHOOK_URL: "https://alerts.example/hook",
           TEST_MIGRATIONS: migrations,
         },
         queueConsumers: {

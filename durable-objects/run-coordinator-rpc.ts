@@ -63,6 +63,16 @@ export const FailStepInputSchema = z.object({
   }),
 });
 
+export const DeadLetterDispatchInputSchema = z.object({
+  stepIndex: z.number().int().min(0),
+  dispatch: z.number().int().min(1),
+  reason: z.string().max(2000),
+});
+
+export type DeadLetterReply =
+  | { ok: true; deadLetter: import("../src/data-plane/messages").DeadLetterMessage }
+  | { ok: false; reason: Rejection | "unknown_run" };
+
 /** What a worker needs to run one attempt of a step. */
 export interface StepAssignment {
   runId: string;
@@ -135,6 +145,8 @@ export interface RunCoordinatorApi {
   failStep(input: z.input<typeof FailStepInputSchema>): Promise<ReportResult>;
   cancel(reason?: string): Promise<CommandReply>;
   resume(): Promise<CommandReply>;
+  deadLetterDispatch(input: z.input<typeof DeadLetterDispatchInputSchema>): Promise<DeadLetterReply>;
+  reconcile(): Promise<{ status: RunStatus | null }>;
 }
 
 /**

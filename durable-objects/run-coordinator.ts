@@ -7,13 +7,14 @@
 import { DurableObject } from "cloudflare:workers";
 import type { z } from "zod";
 import { getPool } from "../src/config/pools";
-import type { EventMessage, JobMessage } from "../src/data-plane/messages";
+import type { DeadLetterMessage, EventMessage, JobMessage } from "../src/data-plane/messages";
 import { resolveReferences, type JsonValue } from "../src/domain/input-references";
 import {
   cancelRun,
   completeStep,
   createRun,
   failStep,
+  failDeadLetteredDispatch,
   fireTimers,
   heartbeat,
   mergeOutcomes,
@@ -31,10 +32,12 @@ import { configureLogging, errorMessage, log } from "../src/lib/log";
 import { countUsage } from "../src/lib/usage";
 import {
   CompleteStepInputSchema,
+  DeadLetterDispatchInputSchema,
   FailStepInputSchema,
   RunDefinitionSchema,
   StartStepInputSchema,
   type CommandReply,
+  type DeadLetterReply,
   type RunCoordinatorApi,
   type JsonObject,
   type CreateRunResult,
@@ -46,7 +49,8 @@ import {
 } from "./run-coordinator-rpc";
 import { insertRows, sqlHelper } from "./sql";
 
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
+const OUTBOX_RETRY_MS = 5_000;
 const DEFAULT_LEASE_MS = 30_000;
 const REDISPATCH_MS = 5 * 60_000;
 
@@ -173,15 +177,51 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     this.alarmAt = null;
     const state = await this.load();
     if (!state) return;
+    await this.flushOutbox(state);
     const outcome = fireTimers(state, this.clock());
     await this.commit(state, outcome, { alarmFired: true });
+  }
+
+  /**
+   * The dead-letter consumer reports that the queue gave up on a dispatch: the step and the
+   * run fail (worker_error), unless the dispatch is no longer current. Returns what the
+   * dead-letter entry records.
+   */
+  async deadLetterDispatch(input: z.input<typeof DeadLetterDispatchInputSchema>): Promise<DeadLetterReply> {
+    countUsage("do_requests");
+    const msg = DeadLetterDispatchInputSchema.parse(input);
+    const state = await this.load();
+    if (!state) return { ok: false, reason: "unknown_run" };
+    const result = failDeadLetteredDispatch(state, msg, msg.reason, this.clock());
+    if (!result.ok) return { ok: false, reason: result.reason };
+    await this.commit(state, result.outcome);
+    return { ok: true, deadLetter: this.deadLetter(state, msg, Date.now()) };
+  }
+
+  /**
+   * Self-healing for whatever a crash may have dropped: sends unsent dead letters, fires due
+   * timers, re-arms the alarm, and brings the D1 index up to date. The reconciler (cron)
+   * calls it for runs whose index row has not moved for a while.
+   */
+  async reconcile(): Promise<{ status: RunState["status"] | null }> {
+    countUsage("do_requests");
+    const state = await this.load();
+    if (!state) return { status: null };
+    await this.flushOutbox(state);
+    const outcome = fireTimers(state, this.clock());
+    this.indexedStatus = null;
+    outcome.statusChanged = true;
+    await this.commit(state, outcome, { alarmFired: true });
+    return { status: state.status };
   }
 
   // ---- internals ------------------------------------------------------------------------
 
   private clock(): Clock {
-    const leaseMs = Number((this.env as Env).LEASE_MS) || DEFAULT_LEASE_MS;
-    return { now: Date.now(), leaseMs, redispatchMs: Math.max(REDISPATCH_MS, leaseMs), random: Math.random };
+    const env = this.env as Env;
+    const leaseMs = Number(env.LEASE_MS) || DEFAULT_LEASE_MS;
+    const redispatchMs = Number(env.REDISPATCH_MS) || REDISPATCH_MS;
+    return { now: Date.now(), leaseMs, redispatchMs, random: Math.random };
   }
 
   /**
@@ -241,6 +281,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
           wake_at INTEGER, output TEXT, error TEXT, started_at INTEGER, finished_at INTEGER, history TEXT NOT NULL);
         CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL,
           type TEXT NOT NULL, step TEXT, attempt INTEGER, data TEXT);
+        CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY, queue TEXT NOT NULL, body TEXT NOT NULL);
         CREATE TABLE IF NOT EXISTS schema_meta (version INTEGER NOT NULL);
         DELETE FROM schema_meta;
         INSERT INTO schema_meta (version) VALUES (${SCHEMA_VERSION});`);
@@ -298,6 +339,9 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
             failure = ${state.failure ? JSON.stringify(state.failure) : null}`;
         }
         insertRows(this.ctx.storage, STEP_UPSERT, [...outcome.touched].map((index) => stepRow(state.steps[index]!)));
+        // Dead letters go out through an outbox written with the failure: a crash between this
+        // commit and the send cannot lose one (the alarm or the reconciler sends it later).
+        insertRows(this.ctx.storage, "INSERT INTO outbox (queue, body)", outcome.deadLetters.map((d) => ["dead_letter", JSON.stringify(this.deadLetter(state, d, now))]));
         let seq = this.lastSeq;
         insertRows(
           this.ctx.storage,
@@ -317,6 +361,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
       log(event.type, { runId: state.def.id, step: event.step, attempt: event.attempt, pool: state.def.pool, ...event.data }, levelOf(event.type));
     }
     await this.sendDispatches(state, outcome);
+    if (outcome.deadLetters.length > 0) await this.flushOutbox(state);
     if (outcome.statusChanged && this.indexDue(state)) await this.sendIndexUpdate(state);
     await this.armAlarm(state, options.alarmFired === true);
   }
@@ -348,6 +393,46 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     if (state.status === this.indexedStatus) return false;
     if (state.status !== "running") return true;
     return state.steps.some((s) => s.status === "queued" && s.notBefore !== null);
+  }
+
+  private deadLetter(state: RunState, d: { stepIndex: number; dispatch: number }, now: number): DeadLetterMessage {
+    const step = state.steps[d.stepIndex]!;
+    return {
+      v: 1,
+      kind: "step_failed",
+      runId: state.def.id,
+      customerId: state.def.customerId,
+      runType: state.def.runType,
+      pool: state.def.pool,
+      stepIndex: d.stepIndex,
+      dispatch: d.dispatch,
+      step: state.def.steps[d.stepIndex]!.name,
+      failure: step.error ?? { type: "worker_error", message: "unknown failure" },
+      attempts: step.attempts,
+      history: step.history.map((h) => ({ attempt: h.attempt, startedAt: h.startedAt, finishedAt: h.finishedAt, outcome: h.outcome, ...(h.failure ? { failure: h.failure } : {}) })),
+      deadAt: now,
+    };
+  }
+
+  /** Sends what the outbox holds; what cannot be sent now is tried again in a few seconds. */
+  private async flushOutbox(state: RunState) {
+    if (!this.hasTable("outbox")) return;
+    const rows = this.sql<{ id: number; queue: string; body: string }>`SELECT id, queue, body FROM outbox ORDER BY id`;
+    if (rows.length === 0) return;
+    const pool = getPool(state.def.pool);
+    try {
+      if (!pool) throw new Error(`unknown pool ${state.def.pool}`);
+      await pool.deadLetters(this.env as Env).sendBatch(rows.map((r) => ({ body: JSON.parse(r.body) })));
+      countUsage("queue_operations", rows.length);
+      this.sql`DELETE FROM outbox WHERE id <= ${rows[rows.length - 1]!.id}`;
+    } catch (err) {
+      log("dead_letter.send_failed", { runId: state.def.id, pool: state.def.pool, error: errorMessage(err) }, "error");
+      const retryAt = Date.now() + OUTBOX_RETRY_MS;
+      if (this.alarmAt === null || retryAt < this.alarmAt) {
+        await this.ctx.storage.setAlarm(retryAt);
+        this.alarmAt = retryAt;
+      }
+    }
   }
 
   private async sendIndexUpdate(state: RunState) {

@@ -7,6 +7,7 @@ import { EVENTS_QUEUE, poolForDeadLetterQueue, poolForJobQueue } from "./config/
 import { consumeDeadLetters } from "./data-plane/dlq-consumer";
 import { consumeEvents } from "./data-plane/events-consumer";
 import { consumeJobs } from "./data-plane/job-consumer";
+import { reconcileRuns } from "./data-plane/reconciler";
 import { configureLogging, log } from "./lib/log";
 import { countUsage } from "./lib/usage";
 import "./steps/custom";
@@ -34,5 +35,11 @@ export default {
     if (batch.queue === EVENTS_QUEUE) return consumeEvents(batch, env);
     log("queue.unknown", { queue: batch.queue, messages: batch.messages.length }, "error");
     batch.retryAll();
+  },
+
+  async scheduled(_controller, env, ctx) {
+    configureLogging(env.LOG_LEVEL);
+    countUsage("worker_requests");
+    ctx.waitUntil(reconcileRuns(env));
   },
 } satisfies ExportedHandler<Env>;

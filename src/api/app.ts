@@ -19,6 +19,7 @@ import { registerCreateRun } from "./routes/runs-create";
 import { registerGetRun } from "./routes/runs-get";
 import { registerListRuns } from "./routes/runs-list";
 import { registerRunCommands } from "./routes/runs-commands";
+import { registerDlq } from "./routes/dlq";
 
 export const MAX_BODY_BYTES = 1024 * 1024;
 
@@ -75,6 +76,7 @@ export function createApp() {
   registerListRuns(app);
   registerGetRun(app);
   registerRunCommands(app);
+  registerDlq(app);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearerAuth", { type: "http", scheme: "bearer" });
   app.doc31("/openapi.json", {

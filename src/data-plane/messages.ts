@@ -49,3 +49,38 @@ export const EventMessageSchema = z.discriminatedUnion("kind", [
   z.object({ kind: z.literal("run.index"), run: RunIndexRowSchema, attempts: z.array(AttemptRowSchema) }),
 ]);
 export type EventMessage = z.infer<typeof EventMessageSchema>;
+
+const FailureSchema = z.object({ type: z.string(), message: z.string() });
+
+export const AttemptHistorySchema = z.array(
+  z.object({
+    attempt: z.number().int(),
+    startedAt: z.number(),
+    finishedAt: z.number().nullable(),
+    outcome: z.string(),
+    failure: FailureSchema.optional(),
+  }),
+);
+
+/** What the run object sends to its pool's dead-letter queue when a step's failure ends the run. */
+export const DeadLetterMessageSchema = z
+  .object({
+    v: z.literal(1),
+    kind: z.literal("step_failed"),
+    runId: z.string().min(1),
+    customerId: z.string(),
+    runType: z.string().nullable(),
+    pool: z.string(),
+    stepIndex: z.number().int().min(0),
+    dispatch: z.number().int().min(0),
+    step: z.string(),
+    failure: FailureSchema,
+    attempts: z.number().int().min(0),
+    history: AttemptHistorySchema,
+    deadAt: z.number(),
+  })
+  .strict();
+export type DeadLetterMessage = z.infer<typeof DeadLetterMessageSchema>;
+
+/** A dead-lettered dispatch names its run, step and generation: one entry per failure. */
+export const deadLetterKey = (runId: string, stepIndex: number, dispatch: number) => `${runId}:${stepIndex}:${dispatch}`;

@@ -61,6 +61,8 @@ export const runs = sqliteTable(
     /** The run object's event sequence when this row was written; older updates lose. */
     version: integer("version").notNull().default(0),
     updatedAt: integer("updated_at").notNull(),
+    /** When the reconciler last asked an unfinished run's object for its state. */
+    checkedAt: integer("checked_at"),
   },
   (t) => [
     index("runs_customer_created").on(t.customerId, t.createdAt, t.id),
@@ -115,4 +117,26 @@ export const dlqEntries = sqliteTable(
     state: text("state").notNull().default("open"),
   },
   (t) => [index("dlq_entries_dead").on(t.state, t.deadAt), index("dlq_entries_run").on(t.runId)],
+);
+
+export const alerts = sqliteTable(
+  "alerts",
+  {
+    id: text("id").primaryKey(),
+    /** dlq_entry | budget_soft_limit | budget_exhausted | backlog | failure_rate */
+    kind: text("kind").notNull(),
+    severity: text("severity").notNull(),
+    customerId: text("customer_id"),
+    runId: text("run_id"),
+    dlqId: text("dlq_id"),
+    message: text("message").notNull(),
+    /** JSON: what the alert is about (the DLQ entry, the budget, …). */
+    details: text("details").notNull().default("{}"),
+    createdAt: integer("created_at").notNull(),
+    /** none (no webhook configured) | pending | delivered | failed */
+    deliveryStatus: text("delivery_status").notNull(),
+    deliveryAttempts: integer("delivery_attempts").notNull().default(0),
+    lastDeliveryError: text("last_delivery_error"),
+  },
+  (t) => [index("alerts_created").on(t.createdAt), index("alerts_kind_created").on(t.kind, t.createdAt)],
 );

@@ -112,6 +112,8 @@ export interface Outcome {
   events: MachineEvent[];
   /** Steps to send to the pool's queue now. */
   dispatches: Dispatch[];
+  /** Steps whose failure ended the run: each goes to the pool's dead-letter queue. */
+  deadLetters: Dispatch[];
   /** The run's status changed: its index row and attempt records are due for an update. */
   statusChanged: boolean;
   /** A step started within this command (inline continuation): its lease. */
@@ -147,6 +149,7 @@ const newOutcome = (): Outcome => ({
   touched: new Set(),
   events: [],
   dispatches: [],
+  deadLetters: [],
   statusChanged: false,
   started: null,
 });
@@ -164,6 +167,7 @@ export function mergeOutcomes(first: Outcome, second: Outcome): Outcome {
     touched: new Set([...first.touched, ...second.touched]),
     events: [...first.events, ...second.events],
     dispatches: [...first.dispatches, ...second.dispatches],
+    deadLetters: [...first.deadLetters, ...second.deadLetters],
     statusChanged: first.statusChanged || second.statusChanged,
     started: second.started,
   };
@@ -368,6 +372,34 @@ function recordFailure(state: RunState, step: StepState, failure: StepFailure, c
   }
   step.status = "failed";
   failRun(state, { type: failure.type, message: failure.message, step: name }, clock, out);
+  out.deadLetters.push({ stepIndex: step.index, dispatch: step.dispatch });
+}
+
+/**
+ * The queue gave up on a dispatch (its consumer failed max_retries times): the attempt that
+ * may be running is closed and the run fails with the step, as a worker_error. Recorded by the
+ * dead-letter consumer itself, so no dead letter is produced here. A dispatch that is no longer
+ * current changes nothing.
+ */
+export function failDeadLetteredDispatch(state: RunState, msg: Dispatch, reason: string, clock: Clock): CommandResult {
+  if (isTerminalRun(state.status)) return { ok: false, reason: "run_finished" };
+  const step = state.steps[msg.stepIndex];
+  if (!step) return { ok: false, reason: "unknown_step" };
+  if (msg.dispatch !== step.dispatch || !isActiveStep(step.status)) return { ok: false, reason: "stale_dispatch" };
+  const out = newOutcome();
+  const name = state.def.steps[step.index]!.name;
+  const error = { type: "worker_error" as const, message: reason };
+  if (step.status === "running") closeAttempt(step, clock, "failed", error);
+  step.status = "failed";
+  step.error = error;
+  step.leaseId = null;
+  step.deadline = null;
+  step.notBefore = null;
+  step.finishedAt = clock.now;
+  out.touched.add(step.index);
+  out.events.push({ type: "step.dead_lettered", step: name, attempt: step.attempts, data: error });
+  failRun(state, { ...error, step: name }, clock, out);
+  return { ok: true, outcome: out };
 }
 
 function failRun(state: RunState, failure: RunFailure, clock: Clock, out: Outcome) {

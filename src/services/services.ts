@@ -1,6 +1,7 @@
 import { drizzle } from "drizzle-orm/d1";
 import { AuthService } from "./auth-service";
 import { CustomersService } from "./customers-service";
+import { DlqService } from "./dlq-service";
 import { RunTypesService } from "./run-types-service";
 import { RunsService } from "./runs-service";
 
@@ -9,6 +10,7 @@ export interface Services {
   customers: CustomersService;
   runTypes: RunTypesService;
   runs: RunsService;
+  dlq: DlqService;
 }
 
 /** Built once per request and put on the Hono context: routes use these, never bindings. */
@@ -16,5 +18,11 @@ export function buildServices(env: Env, waitUntil: (work: Promise<unknown>) => v
   const db = drizzle(env.DB);
   const customers = new CustomersService(env, db);
   const runTypes = new RunTypesService(db);
-  return { auth: new AuthService(env, db), customers, runTypes, runs: new RunsService(env, db, customers, runTypes, waitUntil) };
+  return {
+    auth: new AuthService(env, db),
+    customers,
+    runTypes,
+    runs: new RunsService(env, db, customers, runTypes, waitUntil),
+    dlq: new DlqService(env, db),
+  };
 }

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import {
   cancelRun,
+  failDeadLetteredDispatch,
   completeStep,
   createRun,
   failStep,
@@ -161,5 +162,32 @@ describe("run state machine", () => {
     startStep(other, { stepIndex: 1, dispatch: 2 }, clockAt(5));
     expect(other.steps[1]!.attempts).toBe(2); // attempt numbers keep counting
     expect(other.steps[1]!.attempts - other.steps[1]!.attemptBase).toBe(1); // with a fresh budget
+  });
+
+  it("a run that fails on a step produces exactly one dead letter for it; a cancelled run none", () => {
+    const { state } = createRun(definition([work("a")]), clockAt(0));
+    startStep(state, { stepIndex: 0, dispatch: 1 }, clockAt(0));
+    const first = failStep(state, "0.1.1", { type: "transient", message: "x" }, clockAt(1));
+    expect(first.ok && first.outcome.deadLetters).toEqual([]);
+    fireTimers(state, clockAt(1000));
+    startStep(state, { stepIndex: 0, dispatch: 2 }, clockAt(1000));
+    const last = failStep(state, "0.2.2", { type: "transient", message: "x" }, clockAt(1001));
+    expect(last.ok && last.outcome.deadLetters).toEqual([{ stepIndex: 0, dispatch: 2 }]);
+
+    const other = createRun(definition([work("a")]), clockAt(0)).state;
+    const cancelled = cancelRun(other, "stop", clockAt(1));
+    expect(cancelled.ok && cancelled.outcome.deadLetters).toEqual([]);
+  });
+
+  it("a dispatch the queue dead-lettered fails its step and run, unless it is no longer current", () => {
+    const { state } = createRun(definition([work("a"), work("b")]), clockAt(0));
+    expect(failDeadLetteredDispatch(state, { stepIndex: 0, dispatch: 7 }, "gave up", clockAt(1))).toEqual({ ok: false, reason: "stale_dispatch" });
+    expect(failDeadLetteredDispatch(state, { stepIndex: 1, dispatch: 0 }, "gave up", clockAt(1))).toEqual({ ok: false, reason: "stale_dispatch" });
+    const result = failDeadLetteredDispatch(state, { stepIndex: 0, dispatch: 1 }, "gave up", clockAt(2));
+    expect(result.ok).toBe(true);
+    expect(state.status).toBe("failed");
+    expect(state.failure).toEqual({ type: "worker_error", message: "gave up", step: "a" });
+    expect(state.steps.map((s) => s.status)).toEqual(["failed", "skipped"]);
+    expect(failDeadLetteredDispatch(state, { stepIndex: 0, dispatch: 1 }, "again", clockAt(3))).toEqual({ ok: false, reason: "run_finished" });
   });
 });

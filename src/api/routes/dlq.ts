@@ -1,0 +1,128 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import type { App } from "../context";
+import { adminOnly } from "../auth";
+import { ClientName, ERRORS, PageQuery, bearer, json, jsonBody } from "../openapi";
+import { FAILURE_TYPES } from "../../domain/run-status";
+
+const Filter = {
+  pool: ClientName("pool").optional(),
+  customerId: ClientName("customerId").optional(),
+  runType: ClientName("runType").optional(),
+  failureType: z.enum(FAILURE_TYPES).optional(),
+  from: z.iso.datetime({ offset: true }).optional(),
+  to: z.iso.datetime({ offset: true }).optional(),
+};
+
+const Entry = z
+  .object({
+    id: z.string(),
+    runId: z.string(),
+    customerId: z.string().nullable(),
+    runType: z.string().nullable(),
+    pool: z.string(),
+    step: z.string().nullable(),
+    failure: z.object({ type: z.string(), message: z.string() }),
+    attempts: z.number().int(),
+    history: z.array(z.record(z.string(), z.unknown())),
+    deadAt: z.string(),
+    state: z.string(),
+  })
+  .openapi("DlqEntry");
+
+const EntryId = z.object({ id: z.string().regex(/^dlq_[0-9a-z]{1,64}$/, "not a dead-letter entry id") });
+
+const list = createRoute({
+  method: "get",
+  path: "/v1/dlq",
+  tags: ["dead-letter queue"],
+  summary: "Dead-lettered runs with their reason and attempt history, newest first (admin)",
+  security: bearer,
+  middleware: adminOnly,
+  request: {
+    query: z.object({
+      ...Filter,
+      state: z.enum(["open", "retried", "discarded"]).default("open"),
+      limit: PageQuery.limit,
+      cursor: z.string().regex(/^\d+:dlq_[0-9a-z]+$/, "cursor is not one this API returned").optional(),
+    }),
+  },
+  responses: { 200: json(z.object({ entries: z.array(Entry), nextCursor: z.string().nullable() }), "A page of entries"), 400: ERRORS[400], 401: ERRORS[401], 403: ERRORS[403] },
+});
+
+const inspect = createRoute({
+  method: "get",
+  path: "/v1/dlq/{id}",
+  tags: ["dead-letter queue"],
+  summary: "One entry, with the dead-lettered message as received (admin)",
+  security: bearer,
+  middleware: adminOnly,
+  request: { params: EntryId },
+  responses: { 200: json(z.object({ entry: Entry.extend({ message: z.unknown() }) }), "The entry"), 400: ERRORS[400], 401: ERRORS[401], 403: ERRORS[403], 404: ERRORS[404] },
+});
+
+const retryOne = createRoute({
+  method: "post",
+  path: "/v1/dlq/{id}/retry",
+  tags: ["dead-letter queue"],
+  summary: "Retry an entry: its run resumes from the failed step with fresh attempts (admin)",
+  security: bearer,
+  middleware: adminOnly,
+  request: { params: EntryId },
+  responses: { 202: json(z.object({ entry: Entry, runStatus: z.string() }), "The run resumed"), 401: ERRORS[401], 403: ERRORS[403], 404: ERRORS[404], 409: ERRORS[409] },
+});
+
+const retryMany = createRoute({
+  method: "post",
+  path: "/v1/dlq/retry",
+  tags: ["dead-letter queue"],
+  summary: "Retry every open entry matching a filter (admin)",
+  security: bearer,
+  middleware: adminOnly,
+  request: jsonBody(z.object({ filter: z.object(Filter).strict().default({}) }).strict()),
+  responses: {
+    200: json(z.object({ retried: z.number().int(), matched: z.number().int(), skipped: z.array(z.object({ id: z.string(), reason: z.string() })) }), "How many were retried"),
+    400: ERRORS[400],
+    401: ERRORS[401],
+    403: ERRORS[403],
+  },
+});
+
+const discard = createRoute({
+  method: "delete",
+  path: "/v1/dlq/{id}",
+  tags: ["dead-letter queue"],
+  summary: "Discard an entry after investigation (admin)",
+  security: bearer,
+  middleware: adminOnly,
+  request: { params: EntryId },
+  responses: { 204: { description: "Discarded" }, 401: ERRORS[401], 403: ERRORS[403], 404: ERRORS[404], 409: ERRORS[409] },
+});
+
+const alerts = createRoute({
+  method: "get",
+  path: "/v1/alerts",
+  tags: ["alerts"],
+  summary: "Alerts, newest first: dead-lettered runs, budget thresholds (admin)",
+  security: bearer,
+  middleware: adminOnly,
+  request: { query: z.object({ kind: z.string().max(64).optional(), limit: PageQuery.limit }) },
+  responses: { 200: json(z.object({ alerts: z.array(z.record(z.string(), z.unknown())) }), "Alerts"), 400: ERRORS[400], 401: ERRORS[401], 403: ERRORS[403] },
+});
+
+export function registerDlq(app: App) {
+  app.openapi(list, async (c) => {
+    const { limit, cursor, ...filter } = c.req.valid("query");
+    return c.json(await c.get("services").dlq.list(filter, limit, cursor), 200);
+  });
+  app.openapi(inspect, async (c) => c.json({ entry: await c.get("services").dlq.get(c.req.valid("param").id) }, 200));
+  app.openapi(retryOne, async (c) => c.json(await c.get("services").dlq.retry(c.req.valid("param").id), 202));
+  app.openapi(retryMany, async (c) => c.json(await c.get("services").dlq.retryMatching(c.req.valid("json").filter), 200));
+  app.openapi(discard, async (c) => {
+    await c.get("services").dlq.discard(c.req.valid("param").id);
+    return c.body(null, 204);
+  });
+  app.openapi(alerts, async (c) => {
+    const { kind, limit } = c.req.valid("query");
+    return c.json({ alerts: await c.get("services").dlq.alerts(limit, kind) }, 200);
+  });
+}

@@ -1,0 +1,127 @@
+import { and, desc, eq, gte, lte, sql, type SQL } from "drizzle-orm";
+import type { DrizzleD1Database } from "drizzle-orm/d1";
+import { runStub } from "../../durable-objects/run-coordinator-rpc";
+import { ApiError } from "../api/errors";
+import { alerts, dlqEntries } from "../db/schema";
+
+export interface DlqFilter {
+  pool?: string;
+  customerId?: string;
+  runType?: string;
+  failureType?: string;
+  from?: string;
+  to?: string;
+  state?: "open" | "retried" | "discarded";
+}
+
+type EntryRow = typeof dlqEntries.$inferSelect;
+
+function present(row: EntryRow) {
+  return {
+    id: row.id,
+    runId: row.runId,
+    customerId: row.customerId,
+    runType: row.runType,
+    pool: row.pool,
+    step: row.step,
+    failure: { type: row.failureType, message: row.failureMessage },
+    attempts: row.attempts,
+    history: (JSON.parse(row.history) as { startedAt: number; finishedAt: number | null }[]).map((h) => ({
+      ...h,
+      startedAt: new Date(h.startedAt).toISOString(),
+      finishedAt: h.finishedAt === null ? null : new Date(h.finishedAt).toISOString(),
+    })),
+    deadAt: new Date(row.deadAt).toISOString(),
+    state: row.state,
+  };
+}
+
+export class DlqService {
+  constructor(
+    private readonly env: Env,
+    private readonly db: DrizzleD1Database,
+  ) {}
+
+  private conditions(filter: DlqFilter): SQL | undefined {
+    const c: (SQL | undefined)[] = [eq(dlqEntries.state, filter.state ?? "open")];
+    if (filter.pool) c.push(eq(dlqEntries.pool, filter.pool));
+    if (filter.customerId) c.push(eq(dlqEntries.customerId, filter.customerId));
+    if (filter.runType) c.push(eq(dlqEntries.runType, filter.runType));
+    if (filter.failureType) c.push(eq(dlqEntries.failureType, filter.failureType));
+    if (filter.from) c.push(gte(dlqEntries.deadAt, Date.parse(filter.from)));
+    if (filter.to) c.push(lte(dlqEntries.deadAt, Date.parse(filter.to)));
+    return and(...c);
+  }
+
+  async list(filter: DlqFilter, limit: number, cursor?: string) {
+    const where = cursor ? and(this.conditions(filter), sql`(${dlqEntries.deadAt}, ${dlqEntries.id}) < (${Number(cursor.split(":")[0])}, ${cursor.split(":")[1] ?? ""})`) : this.conditions(filter);
+    const rows = await this.db.select().from(dlqEntries).where(where).orderBy(desc(dlqEntries.deadAt), desc(dlqEntries.id)).limit(limit + 1).all();
+    const page = rows.slice(0, limit);
+    const last = page[page.length - 1];
+    return { entries: page.map(present), nextCursor: rows.length > limit && last ? `${last.deadAt}:${last.id}` : null };
+  }
+
+  async get(id: string) {
+    const row = await this.db.select().from(dlqEntries).where(eq(dlqEntries.id, id)).get();
+    if (!row) throw new ApiError("not_found", `dead-letter entry "${id}" not found`);
+    return { ...present(row), message: JSON.parse(row.message) as unknown };
+  }
+
+  /**
+   * Retries one open entry: its run resumes from the failed step with a fresh set of
+   * attempts, keeping every earlier step's output. The entry is marked retried only once the
+   * run has resumed, so a failed retry can be tried again.
+   */
+  async retry(id: string) {
+    const row = await this.db.select().from(dlqEntries).where(eq(dlqEntries.id, id)).get();
+    if (!row) throw new ApiError("not_found", `dead-letter entry "${id}" not found`);
+    if (row.state !== "open") throw new ApiError("conflict", `dead-letter entry "${id}" is ${row.state}, not open`);
+    const reply = await runStub(this.env, row.runId).resume();
+    if (!reply.ok) {
+      throw new ApiError("conflict", `run "${row.runId}" is ${reply.run?.status ?? "unknown"}; only a failed run can be retried`);
+    }
+    await this.db.update(dlqEntries).set({ state: "retried" }).where(and(eq(dlqEntries.id, id), eq(dlqEntries.state, "open")));
+    return { entry: { ...present(row), state: "retried" }, runStatus: reply.run.status };
+  }
+
+  /** Retries every open entry matching the filter; an entry whose run cannot resume is skipped. */
+  async retryMatching(filter: DlqFilter) {
+    const rows = await this.db.select({ id: dlqEntries.id }).from(dlqEntries).where(this.conditions({ ...filter, state: "open" })).limit(1000).all();
+    let retried = 0;
+    const skipped: { id: string; reason: string }[] = [];
+    for (const { id } of rows) {
+      try {
+        await this.retry(id);
+        retried += 1;
+      } catch (err) {
+        skipped.push({ id, reason: err instanceof Error ? err.message : String(err) });
+      }
+    }
+    return { retried, skipped, matched: rows.length };
+  }
+
+  async discard(id: string) {
+    const result = await this.db.update(dlqEntries).set({ state: "discarded" }).where(and(eq(dlqEntries.id, id), eq(dlqEntries.state, "open"))).returning({ id: dlqEntries.id }).get();
+    if (!result) {
+      const exists = await this.db.select({ state: dlqEntries.state }).from(dlqEntries).where(eq(dlqEntries.id, id)).get();
+      if (!exists) throw new ApiError("not_found", `dead-letter entry "${id}" not found`);
+      throw new ApiError("conflict", `dead-letter entry "${id}" is ${exists.state}, not open`);
+    }
+  }
+
+  async alerts(limit: number, kind?: string) {
+    const rows = await this.db.select().from(alerts).where(kind ? eq(alerts.kind, kind) : undefined).orderBy(desc(alerts.createdAt)).limit(limit).all();
+    return rows.map((a) => ({
+      id: a.id,
+      kind: a.kind,
+      severity: a.severity,
+      customerId: a.customerId,
+      runId: a.runId,
+      dlqId: a.dlqId,
+      message: a.message,
+      details: JSON.parse(a.details) as unknown,
+      createdAt: new Date(a.createdAt).toISOString(),
+      delivery: { status: a.deliveryStatus, attempts: a.deliveryAttempts, lastError: a.lastDeliveryError },
+    }));
+  }
+}
