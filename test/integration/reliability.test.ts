@@ -1,4 +1,4 @@
-import { runInDurableObject } from "cloudflare:test";
+import { evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { z } from "zod";
@@ -210,6 +210,8 @@ describe("dead-letter queue", () => {
     await runInDurableObject(stub, (_instance, state) => {
       state.storage.sql.exec("UPDATE run SET definition = 'not json'");
     });
+    // Drop the object from memory, so the next request reads the broken storage.
+    await evictDurableObject(stub);
     await env.JOBS_STANDARD.send({ v: 1, runId, stepIndex: 1, dispatch: 1, pool: "standard" });
     const entry = await vi.waitUntil(async () => {
       const res = await api("GET", "/v1/dlq?state=open");
