@@ -146,7 +146,7 @@ export interface RunCoordinatorApi {
   cancel(reason?: string): Promise<CommandReply>;
   resume(): Promise<CommandReply>;
   deadLetterDispatch(input: z.input<typeof DeadLetterDispatchInputSchema>): Promise<DeadLetterReply>;
-  reconcile(): Promise<{ status: RunStatus | null }>;
+  reconcile(options?: { resendDeadLetter?: boolean }): Promise<{ status: RunStatus | null }>;
 }
 
 /**

@@ -203,10 +203,11 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
    * timers, re-arms the alarm, and brings the D1 index up to date. The reconciler (cron)
    * calls it for runs whose index row has not moved for a while.
    */
-  async reconcile(): Promise<{ status: RunState["status"] | null }> {
+  async reconcile(options: { resendDeadLetter?: boolean } = {}): Promise<{ status: RunState["status"] | null }> {
     countUsage("do_requests");
     const state = await this.load();
     if (!state) return { status: null };
+    if (options.resendDeadLetter) this.requeueDeadLetter(state);
     await this.flushOutbox(state);
     const outcome = fireTimers(state, this.clock());
     this.indexedStatus = null;
@@ -412,6 +413,17 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
       history: step.history.map((h) => ({ attempt: h.attempt, startedAt: h.startedAt, finishedAt: h.finishedAt, outcome: h.outcome, ...(h.failure ? { failure: h.failure } : {}) })),
       deadAt: now,
     };
+  }
+
+  /**
+   * A failed run whose dead letter never reached the DLQ (lost in flight) sends it again; the
+   * dead-letter consumer's entry id makes a second copy harmless.
+   */
+  private requeueDeadLetter(state: RunState) {
+    if (state.status !== "failed" || state.failure?.type === "cancelled" || state.failure?.type === "budget_exceeded") return;
+    const step = state.steps.find((s) => s.status === "failed");
+    if (!step) return;
+    insertRows(this.ctx.storage, "INSERT INTO outbox (queue, body)", [["dead_letter", JSON.stringify(this.deadLetter(state, { stepIndex: step.index, dispatch: step.dispatch }, Date.now()))]]);
   }
 
   /** Sends what the outbox holds; what cannot be sent now is tried again in a few seconds. */

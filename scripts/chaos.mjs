@@ -70,6 +70,7 @@ class Runtime {
       // and a dispatch lost with the killed runtime's in-memory queue is sent again in 10 s.
       LEASE_MS: "3000",
       REDISPATCH_MS: "10000",
+      RECONCILE_AFTER_MS: "10000",
       LOG_LEVEL: "warn",
       ALERT_WEBHOOK_URL: "",
     };
@@ -122,7 +123,8 @@ function workload(opts, random) {
     const steps = Array.from({ length: opts.steps }, (_, s) => {
       if (s === sleepAt && s !== permanentAt) return { name: `s${s}`, type: "sleep", config: { durationMs: 1000 } };
       const config = { durationMs: Math.floor(random() * 300) };
-      if (s === permanentAt) Object.assign(config, { failTimes: 1, failKind: "permanent" });
+      // Every attempt fails: a crashed attempt (worker_error) must not let the run slip through.
+      if (s === permanentAt) Object.assign(config, { failTimes: 99, failKind: "permanent" });
       else Object.assign(config, { failRate: 0.15, failKind: "transient" });
       return { name: `s${s}`, type: "synthetic", config, retry: { maxAttempts: 6, initialDelayMs: 100, maxDelayMs: 1000, backoffFactor: 2 } };
     });
@@ -132,7 +134,8 @@ function workload(opts, random) {
 
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
-  const deadline = Date.now() + opts.timeoutS * 1000;
+  const began = Date.now();
+  const deadline = began + opts.timeoutS * 1000;
   const random = prng(opts.seed);
   mkdirSync(path.join(root, ".wrangler"), { recursive: true });
   const persist = mkdtempSync(path.join(existsShm() ? "/dev/shm" : tmpdir(), "runplane-chaos-"));
@@ -215,16 +218,23 @@ async function main() {
     }
     process.stdout.write("\n");
 
-    // Dead letters and alerts land through the queues a moment after the run fails.
-    await sleep(3000);
-    const entries = [];
-    for (let cursor = null; ;) {
-      const res = await call(runtime.base, "GET", `/v1/dlq?customerId=${customerId}&limit=500${cursor ? `&cursor=${cursor}` : ""}`);
-      entries.push(...res.body.entries);
-      cursor = res.body.nextCursor;
-      if (!cursor) break;
+    // Dead letters and alerts land through the queues after the run fails; one lost with the
+    // killed runtime is sent again by the reconciler. Wait for them, within the deadline.
+    const failedRuns = [...finals.values()].filter((r) => r.status === "failed").length;
+    let entries = [];
+    let alerts = [];
+    for (;;) {
+      entries = [];
+      for (let cursor = null; ;) {
+        const res = await call(runtime.base, "GET", `/v1/dlq?customerId=${customerId}&limit=500${cursor ? `&cursor=${cursor}` : ""}`);
+        entries.push(...res.body.entries);
+        cursor = res.body.nextCursor;
+        if (!cursor) break;
+      }
+      alerts = (await call(runtime.base, "GET", "/v1/alerts?kind=dlq_entry&limit=500")).body.alerts.filter((a) => a.customerId === customerId);
+      if ((entries.length >= failedRuns && alerts.length >= entries.length) || Date.now() > deadline) break;
+      await sleep(2000);
     }
-    const alerts = (await call(runtime.base, "GET", "/v1/alerts?kind=dlq_entry&limit=500")).body.alerts.filter((a) => a.customerId === customerId);
 
     const byRun = new Map();
     for (const e of entries) byRun.set(e.runId, [...(byRun.get(e.runId) ?? []), e]);
@@ -264,6 +274,7 @@ async function main() {
     console.log(`  DLQ entries     ${entries.length} (one per failed run: ${failed === entries.length ? "yes" : "no"})`);
     console.log(`  alerts          ${alerts.length}`);
     console.log(`  runtime starts  ${runtime.starts} (killed with SIGKILL once)`);
+    console.log(`  elapsed         ${((Date.now() - began) / 1000).toFixed(0)} s`);
     console.log(`  violations      ${violations.length}`);
     for (const v of violations.slice(0, 20)) console.log(`    - ${v}`);
   } finally {
