@@ -18,6 +18,10 @@ export default defineConfig({
           LEASE_MS: "2000",
           INLINE_STEP_LIMIT: "16",
           ALERT_WEBHOOK_URL: "https://alerts.example/hook",
+          // Every price change is seen at once.
+          PRICE_CACHE_MS: "0",
+          FIXED_MONTHLY_COST_USD: "100",
+          FIXED_COST_ALLOCATION: "even",
           TEST_MIGRATIONS: migrations,
         },
         queueConsumers: {

@@ -44,6 +44,7 @@ const UsageSchema = z.object({
   inputTokens: z.number().int().min(0),
   outputTokens: z.number().int().min(0),
   cachedTokens: z.number().int().min(0).optional(),
+  reasoningTokens: z.number().int().min(0).optional(),
 });
 
 export const CompleteStepInputSchema = z.object({

@@ -20,6 +20,8 @@ import { registerGetRun } from "./routes/runs-get";
 import { registerListRuns } from "./routes/runs-list";
 import { registerRunCommands } from "./routes/runs-commands";
 import { registerDlq } from "./routes/dlq";
+import { registerPricing } from "./routes/pricing";
+import { registerCosts } from "./routes/costs";
 
 export const MAX_BODY_BYTES = 1024 * 1024;
 
@@ -77,6 +79,8 @@ export function createApp() {
   registerGetRun(app);
   registerRunCommands(app);
   registerDlq(app);
+  registerPricing(app);
+  registerCosts(app);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearerAuth", { type: "http", scheme: "bearer" });
   app.doc31("/openapi.json", {

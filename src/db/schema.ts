@@ -140,3 +140,78 @@ export const alerts = sqliteTable(
   },
   (t) => [index("alerts_created").on(t.createdAt), index("alerts_kind_created").on(t.kind, t.createdAt)],
 );
+
+// ---- Costs: versioned prices and priced cost events ----
+// Prices are nano-USD per million units as decimal TEXT: exact, and wider than a double.
+
+/** Token prices per model, one row per (model, version); a version takes effect at effective_from. */
+export const modelPrices = sqliteTable(
+  "model_prices",
+  {
+    model: text("model").notNull(),
+    version: text("version").notNull(),
+    effectiveFrom: integer("effective_from").notNull(),
+    /** nano-USD per million uncached input tokens */
+    input: text("input").notNull(),
+    /** nano-USD per million output tokens */
+    output: text("output").notNull(),
+    /** null: cached input tokens are billed at the input price */
+    cachedInput: text("cached_input"),
+    /** null: reasoning tokens are billed at the output price */
+    reasoning: text("reasoning"),
+  },
+  (t) => [primaryKey({ columns: [t.model, t.version] })],
+);
+
+/** Infrastructure unit prices per meter (INFRA_METERS), one row per (meter, version). */
+export const infraPrices = sqliteTable(
+  "infra_prices",
+  {
+    meter: text("meter").notNull(),
+    version: text("version").notNull(),
+    effectiveFrom: integer("effective_from").notNull(),
+    /** nano-USD per million units */
+    perMillion: text("per_million").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.meter, t.version] })],
+);
+
+/** One row per price change (a PUT /v1/pricing or a seeded default set). */
+export const priceVersions = sqliteTable("price_versions", {
+  version: text("version").primaryKey(),
+  effectiveFrom: integer("effective_from").notNull(),
+  createdAt: integer("created_at").notNull(),
+  note: text("note"),
+});
+
+/**
+ * Every priced quantity: quantity × unit price, rounded half-to-even once. Reports are exact
+ * sums of these rows. The id is deterministic (run, step, attempt, meter, model), so recording
+ * the same event twice (a redelivered message) inserts it once.
+ */
+export const costEvents = sqliteTable(
+  "cost_events",
+  {
+    id: text("id").primaryKey(),
+    customerId: text("customer_id").notNull(),
+    projectId: text("project_id").notNull(),
+    runId: text("run_id").notNull(),
+    runType: text("run_type"),
+    pool: text("pool").notNull(),
+    /** null: a run-level event (e.g. the run object's own requests) */
+    step: text("step"),
+    attempt: integer("attempt"),
+    /** a token meter (input_tokens, …) or an infrastructure meter (INFRA_METERS) */
+    meter: text("meter").notNull(),
+    model: text("model"),
+    quantity: integer("quantity").notNull(),
+    /** the unit price applied, nano-USD per million units, decimal text */
+    perMillion: text("per_million").notNull(),
+    nanoUsd: integer("nano_usd").notNull(),
+    priceVersion: text("price_version").notNull(),
+    /** 1 when the quantity is estimated (e.g. CPU time from wall time), 0 when counted */
+    estimated: integer("estimated").notNull().default(0),
+    at: integer("at").notNull(),
+  },
+  (t) => [index("cost_events_customer_at").on(t.customerId, t.at), index("cost_events_at").on(t.at)],
+);

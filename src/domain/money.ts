@@ -45,3 +45,16 @@ export function divideHalfEven(numerator: bigint, denominator: bigint): bigint {
 export function nanoJson(nano: bigint): number | string {
   return nano <= BigInt(Number.MAX_SAFE_INTEGER) && nano >= -BigInt(Number.MAX_SAFE_INTEGER) ? Number(nano) : nano.toString();
 }
+
+/**
+ * Exact decimal USD, no rounding, trailing zeros dropped (at least two decimals kept):
+ * 150_000_000n → "0.15", 1_562_500_000n → "1.5625", 1n → "0.000000001". For prices, where a
+ * 6-decimal display string would hide part of the price; `usdToNano` reads it back exactly.
+ */
+export function nanoToExactUsdString(nano: bigint): string {
+  const negative = nano < 0n;
+  const abs = negative ? -nano : nano;
+  const whole = abs / NANO_PER_USD;
+  const fraction = (abs % NANO_PER_USD).toString().padStart(9, "0").replace(/0+$/, "").padEnd(2, "0");
+  return `${negative ? "-" : ""}${whole}.${fraction}`;
+}

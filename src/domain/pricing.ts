@@ -130,3 +130,70 @@ export function priceInfra(meter: InfraMeter, quantity: number, price: InfraPric
 export function worstCaseTokenCost(price: ModelPrice, promptTokens: number, maxOutputTokens: number): bigint {
   return costNano(BigInt(promptTokens), price.input) + costNano(BigInt(maxOutputTokens), price.reasoning !== null && price.reasoning > price.output ? price.reasoning : price.output);
 }
+
+/** Model names as vendors spell them: "gpt-4o-mini", "claude-sonnet-4", "openai/gpt-4o", "llama-3.1:8b". */
+export const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$/;
+
+export const isTokenMeter = (meter: string): meter is TokenMeter => (TOKEN_METERS as readonly string[]).includes(meter);
+export const isInfraMeter = (meter: string): meter is InfraMeter => Object.hasOwn(INFRA_METERS, meter);
+
+export interface PriceVersionInfo {
+  version: string;
+  effectiveFrom: number;
+  createdAt: number;
+  note: string | null;
+}
+
+/**
+ * Every version of every price, answering "what was in force at `at`". Pure: loading the
+ * tables is PricingService's job, so a Durable Object can price with a book it loaded itself.
+ */
+export class PriceBook {
+  private readonly models = new Map<string, ModelPrice[]>();
+  private readonly infra = new Map<InfraMeter, InfraPrice[]>();
+
+  constructor(
+    modelPrices: readonly ModelPrice[],
+    infraPrices: readonly InfraPrice[],
+    readonly versions: readonly PriceVersionInfo[] = [],
+  ) {
+    for (const p of modelPrices) this.models.set(p.model, [...(this.models.get(p.model) ?? []), p]);
+    for (const p of infraPrices) this.infra.set(p.meter, [...(this.infra.get(p.meter) ?? []), p]);
+  }
+
+  modelPrice(model: string, at: number): ModelPrice | undefined {
+    return priceInForce(this.models.get(model) ?? [], at);
+  }
+
+  infraPrice(meter: InfraMeter, at: number): InfraPrice | undefined {
+    return priceInForce(this.infra.get(meter) ?? [], at);
+  }
+
+  /** Every model with a price in force at `at`, by name. */
+  modelsInForce(at: number): ModelPrice[] {
+    return [...this.models.keys()]
+      .sort()
+      .map((model) => this.modelPrice(model, at))
+      .filter((p): p is ModelPrice => p !== undefined);
+  }
+
+  /** Every meter with a price in force at `at`, in INFRA_METER_NAMES order. */
+  infraInForce(at: number): InfraPrice[] {
+    return INFRA_METER_NAMES.map((meter) => this.infraPrice(meter, at)).filter((p): p is InfraPrice => p !== undefined);
+  }
+
+  /** The models of `models` that have no price in force at `at`. */
+  unknownModels(models: Iterable<string>, at: number): string[] {
+    return [...new Set(models)].filter((model) => this.modelPrice(model, at) === undefined);
+  }
+
+  /** One usage report priced at `at`, one line per token meter used. Throws UnknownModelError. */
+  priceUsage(usage: TokenUsage, at: number): PricedQuantity[] {
+    return priceTokens(usage, this.modelPrice(usage.model, at));
+  }
+
+  /** An infrastructure quantity priced at `at`; null when nothing is owed (no price, or zero). */
+  priceInfra(meter: InfraMeter, quantity: number, at: number, estimated = false): PricedQuantity | null {
+    return priceInfra(meter, quantity, this.infraPrice(meter, at), estimated);
+  }
+}

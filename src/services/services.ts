@@ -1,7 +1,9 @@
 import { drizzle } from "drizzle-orm/d1";
 import { AuthService } from "./auth-service";
+import { CostsService } from "./costs-service";
 import { CustomersService } from "./customers-service";
 import { DlqService } from "./dlq-service";
+import { PricingService } from "./pricing-service";
 import { RunTypesService } from "./run-types-service";
 import { RunsService } from "./runs-service";
 
@@ -11,6 +13,8 @@ export interface Services {
   runTypes: RunTypesService;
   runs: RunsService;
   dlq: DlqService;
+  pricing: PricingService;
+  costs: CostsService;
 }
 
 /** Built once per request and put on the Hono context: routes use these, never bindings. */
@@ -24,5 +28,7 @@ export function buildServices(env: Env, waitUntil: (work: Promise<unknown>) => v
     runTypes,
     runs: new RunsService(env, db, customers, runTypes, waitUntil),
     dlq: new DlqService(env, db),
+    pricing: new PricingService(env, db),
+    costs: new CostsService(env),
   };
 }

@@ -1,5 +1,6 @@
 import type { z } from "zod";
 import { httpStep } from "./http";
+import { llmStep } from "./llm";
 import { sleepStep } from "./sleep";
 import type { StepType } from "./step-type";
 import { syntheticStep } from "./synthetic";
@@ -43,3 +44,4 @@ export function validateStepConfig(type: string, config: unknown): StepConfigIss
 registerStepType(syntheticStep);
 registerStepType(httpStep);
 registerStepType(sleepStep);
+registerStepType(llmStep);

@@ -1,0 +1,120 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import type { App } from "../context";
+import { requireCustomerAccess } from "../auth";
+import { ClientName, ERRORS, bearer, json } from "../openapi";
+import { COST_BUCKETS, COST_GROUPS } from "../../services/costs-service";
+
+const ExactInt = z.union([z.number().int(), z.string()]).openapi({ description: "Exact integer: a JSON number while ≤ 2^53, else a decimal string" });
+
+const Figures = z.object({
+  runs: z.number().int(),
+  totalNanoUsd: ExactInt,
+  aiNanoUsd: ExactInt,
+  infraNanoUsd: ExactInt,
+  costPerRunNanoUsd: ExactInt.openapi({ description: "total / runs, rounded half-to-even" }),
+  totalUsd: z.string(),
+  aiUsd: z.string(),
+  infraUsd: z.string(),
+  costPerRunUsd: z.string(),
+  inputTokens: ExactInt.openapi({ description: "Uncached input tokens" }),
+  outputTokens: ExactInt.openapi({ description: "Generated tokens, reasoning included" }),
+  cachedTokens: ExactInt,
+  reasoningTokens: ExactInt,
+});
+
+const report = createRoute({
+  method: "get",
+  path: "/v1/costs",
+  tags: ["costs"],
+  summary: "Cost over [from, to) grouped by customer, project, run type, model or pool and/or bucketed in time (a customer key: its own only)",
+  security: bearer,
+  request: {
+    query: z.object({
+      from: z.iso.datetime({ offset: true }).optional().openapi({ description: "Default: the start of the month of `to` (UTC)" }),
+      to: z.iso.datetime({ offset: true }).optional().openapi({ description: "Exclusive; default now" }),
+      groupBy: z.enum(COST_GROUPS).optional(),
+      bucket: z.enum(COST_BUCKETS).optional().openapi({ description: "UTC buckets; weeks start on Monday" }),
+      customerId: ClientName("customerId").optional().openapi({ description: "Admin: one customer only" }),
+    }),
+  },
+  responses: {
+    200: json(
+      z
+        .object({
+          from: z.string(),
+          to: z.string(),
+          groupBy: z.enum(COST_GROUPS).nullable(),
+          bucket: z.enum(COST_BUCKETS).nullable(),
+          rows: z.array(
+            Figures.extend({
+              key: z.string().openapi({ description: "The group: a customer, project, run type ('(inline)' for runs without one), model ('(infra)' for infrastructure) or pool; 'all' without groupBy" }),
+              customerId: z.string().optional().openapi({ description: "With groupBy=project: the project's customer" }),
+              bucket: z.string().optional().openapi({ description: "Start of the bucket, ISO-8601 UTC" }),
+            }),
+          ),
+          totals: Figures,
+          totalNanoUsd: ExactInt,
+          totalUsd: z.string(),
+        })
+        .openapi("CostReport"),
+      "The report",
+    ),
+    400: ERRORS[400],
+    401: ERRORS[401],
+    404: ERRORS[404],
+  },
+});
+
+const profitability = createRoute({
+  method: "get",
+  path: "/v1/customers/{id}/profitability",
+  tags: ["costs"],
+  summary: "Revenue, direct cost, allocated fixed cost and margin of a customer for a month (admin, or the customer itself)",
+  security: bearer,
+  request: {
+    params: z.object({ id: ClientName("id") }),
+    query: z.object({ month: z.string().regex(/^\d{4}-(0[1-9]|1[0-2])$/, "month must be YYYY-MM").optional().openapi({ description: "Default: this month (UTC)", example: "2026-11" }) }),
+  },
+  responses: {
+    200: json(
+      z
+        .object({
+          customerId: z.string(),
+          month: z.string(),
+          from: z.string(),
+          to: z.string(),
+          complete: z.boolean().openapi({ description: "false while the month runs: month-to-date figures" }),
+          runs: z.number().int(),
+          revenueNanoUsd: ExactInt,
+          revenueUsd: z.string(),
+          revenue: z.object({ monthlyFeeNanoUsd: ExactInt, pricePerRunNanoUsd: ExactInt, runFeesNanoUsd: ExactInt }),
+          directCostNanoUsd: ExactInt,
+          directCostUsd: z.string(),
+          directCost: z.object({ aiNanoUsd: ExactInt, infraNanoUsd: ExactInt }),
+          allocatedFixedCostNanoUsd: ExactInt,
+          allocatedFixedCostUsd: z.string(),
+          allocation: z
+            .object({ method: z.enum(["even", "weighted"]), fixedMonthlyCostNanoUsd: ExactInt, sharedAmong: z.number().int() })
+            .optional()
+            .openapi({ description: "Admin only: how the fixed cost was split" }),
+          marginNanoUsd: ExactInt.openapi({ description: "revenue − direct cost − allocated fixed cost; may be negative" }),
+          marginUsd: z.string(),
+        })
+        .openapi("Profitability"),
+      "The month's figures",
+    ),
+    400: ERRORS[400],
+    401: ERRORS[401],
+    404: ERRORS[404],
+  },
+});
+
+export function registerCosts(app: App) {
+  app.openapi(report, async (c) => c.json(await c.get("services").costs.report(c.get("principal"), c.req.valid("query")), 200));
+  app.openapi(profitability, async (c) => {
+    const { id } = c.req.valid("param");
+    requireCustomerAccess(c, id);
+    const result = await c.get("services").costs.profitability(id, c.req.valid("query").month, { showAllocationBasis: c.get("principal").kind === "admin" });
+    return c.json(result, 200);
+  });
+}

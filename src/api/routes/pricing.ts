@@ -1,0 +1,75 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import type { App } from "../context";
+import { adminOnly } from "../auth";
+import { ERRORS, bearer, json, jsonBody } from "../openapi";
+import { PricingUpdateSchema } from "../../services/pricing-service";
+
+const ExactInt = z.union([z.number().int(), z.string()]).openapi({ description: "Exact integer: a JSON number while ≤ 2^53, else a decimal string" });
+const Usd = z.string().openapi({ description: "USD per million units, exact decimal", example: "0.15" });
+
+const Version = z.object({ version: z.string(), effectiveFrom: z.string(), createdAt: z.string(), note: z.string().nullable() });
+
+const Pricing = z
+  .object({
+    at: z.string().openapi({ description: "The instant these prices are in force at" }),
+    models: z.array(
+      z.object({
+        model: z.string(),
+        inputUsdPerMTok: Usd,
+        outputUsdPerMTok: Usd,
+        cachedInputUsdPerMTok: Usd.nullable().openapi({ description: "null: cached input is billed at the input price" }),
+        reasoningUsdPerMTok: Usd.nullable().openapi({ description: "null: reasoning tokens are billed at the output price" }),
+        inputNanoUsdPerMTok: ExactInt,
+        outputNanoUsdPerMTok: ExactInt,
+        cachedInputNanoUsdPerMTok: ExactInt.nullable(),
+        reasoningNanoUsdPerMTok: ExactInt.nullable(),
+        version: z.string(),
+        effectiveFrom: z.string(),
+      }),
+    ),
+    infra: z.record(z.string(), Usd).openapi({ description: "USD per million units by meter, the shape PUT takes" }),
+    infraMeters: z.array(
+      z.object({ meter: z.string(), unit: z.string(), usdPerMillionUnits: Usd, nanoUsdPerMillionUnits: ExactInt, version: z.string(), effectiveFrom: z.string() }),
+    ),
+    versions: z.array(Version).openapi({ description: "Every price version, latest effective first" }),
+  })
+  .openapi("Pricing");
+
+const get = createRoute({
+  method: "get",
+  path: "/v1/pricing",
+  tags: ["costs"],
+  summary: "Model token prices and infrastructure unit prices in force now (or at `at`), with every version",
+  security: bearer,
+  request: { query: z.object({ at: z.iso.datetime({ offset: true }).optional().openapi({ description: "Prices in force at this instant (default now)" }) }) },
+  responses: { 200: json(Pricing, "Prices in force"), 400: ERRORS[400], 401: ERRORS[401] },
+});
+
+const put = createRoute({
+  method: "put",
+  path: "/v1/pricing",
+  tags: ["costs"],
+  summary: "Add a price version from `effectiveFrom` (default now) for the models and meters named; the rest stay (admin)",
+  description:
+    "Prices are USD per million tokens or units, as decimal strings or numbers with at most 9 decimals, converted exactly. A named model gets a whole new record: a cached-input or reasoning price left out is billed at the input or output price.",
+  security: bearer,
+  middleware: adminOnly,
+  request: jsonBody(PricingUpdateSchema),
+  responses: {
+    200: json(
+      Pricing.extend({ created: Version.extend({ models: z.array(z.string()), infra: z.array(z.string()) }) }),
+      "The version added, and the prices now in force",
+    ),
+    400: ERRORS[400],
+    401: ERRORS[401],
+    403: ERRORS[403],
+  },
+});
+
+export function registerPricing(app: App) {
+  app.openapi(get, async (c) => {
+    const { at } = c.req.valid("query");
+    return c.json(await c.get("services").pricing.get(at ? Date.parse(at) : undefined), 200);
+  });
+  app.openapi(put, async (c) => c.json(await c.get("services").pricing.put(c.req.valid("json")), 200));
+}
