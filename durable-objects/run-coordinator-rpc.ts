@@ -31,6 +31,7 @@ export const RunDefinitionSchema = z.object({
   timeoutMs: z.number().int().positive().optional(),
   idempotencyKey: z.string().nullable(),
   requestHash: z.string(),
+  budgetLimited: z.boolean().optional(),
   createdAt: z.number(),
 });
 

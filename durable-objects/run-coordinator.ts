@@ -22,6 +22,7 @@ import {
   nextTimerAt,
   resumeRun,
   startStep,
+  stopForBudget,
   type Clock,
   type Outcome,
   type RunDefinition,
@@ -29,7 +30,12 @@ import {
   type StepState,
 } from "../src/domain/run-machine";
 import { configureLogging, errorMessage, log } from "../src/lib/log";
-import { countUsage } from "../src/lib/usage";
+import { countUsage, usageTotals } from "../src/lib/usage";
+import { cachedPriceBook } from "../src/services/pricing-service";
+import { estimatePromptTokens } from "../src/steps/llm";
+import { worstCaseTokenCost, type TokenUsage } from "../src/domain/pricing";
+import { ledgerStub, type RecordReply } from "./customer-ledger";
+import { AttemptMeters, attemptCosts, creationCosts, forLedger } from "./run-costs";
 import {
   CompleteStepInputSchema,
   DeadLetterDispatchInputSchema,
@@ -51,6 +57,8 @@ import { insertRows, sqlHelper } from "./sql";
 
 const SCHEMA_VERSION = 2;
 const OUTBOX_RETRY_MS = 5_000;
+/** 100,000 nano-USD ($0.0001): held for a step's infrastructure on top of its worst-case tokens. */
+const INFRA_RESERVE_NANO = 100_000n;
 const DEFAULT_LEASE_MS = 30_000;
 const REDISPATCH_MS = 5 * 60_000;
 
@@ -63,6 +71,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
   private lastSeq = 0;
   /** The run row as last written, so a command that leaves it alone writes no row. */
   private persistedHeader = "";
+  private readonly meters = new AttemptMeters();
   /** The status the D1 run index was last sent (this wake); see indexDue(). */
   private indexedStatus: RunState["status"] | null = null;
 
@@ -88,7 +97,8 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     this.persistedHeader = headerOf(state);
     // The control plane writes the new run's index row itself, so it lists at once.
     this.indexedStatus = state.status;
-    await this.commit(state, outcome);
+    const rowsWritten = await this.commit(state, outcome);
+    this.ctx.waitUntil(this.recordCreationCosts(state, rowsWritten + 1));
     return { ok: true, created: true, run: this.snapshot(state) };
   }
 
@@ -115,6 +125,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     if (!state) return { ok: false, reason: "unknown_run" };
     const result = startStep(state, msg, this.clock());
     if (!result.ok) return result;
+    this.meters.start(result.outcome.started!.leaseId, true);
     return this.assign(state, result.outcome);
   }
 
@@ -124,7 +135,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     if (!state) return { ok: false, reason: "unknown_run" };
     const result = heartbeat(state, String(leaseId), this.clock());
     if (!result.ok) return result;
-    await this.commit(state, result.outcome);
+    this.meters.add(String(leaseId), { doRequests: 1, rowsWritten: await this.commit(state, result.outcome) });
     // A step that needs heartbeats is a long one: now the index should say the run is running.
     if (this.indexedStatus !== state.status) await this.sendIndexUpdate(state);
     return { ok: true };
@@ -135,10 +146,35 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     const report = CompleteStepInputSchema.parse(input);
     const state = await this.load();
     if (!state) return { ok: false, reason: "unknown_run" };
-    const result = completeStep(state, report.leaseId, report.output, this.clock(), report.continueInline);
+    const finishing = state.steps.find((s) => s.leaseId === report.leaseId && s.status === "running");
+    const limited = state.def.budgetLimited === true;
+    // With a hard budget, the step's cost is settled before anything else starts.
+    const result = completeStep(state, report.leaseId, report.output, this.clock(), report.continueInline && !limited);
     if (!result.ok) return result;
-    const next = await this.assign(state, result.outcome);
-    return { ok: true, next: next.ok ? next.assignment : null, runStatus: state.status };
+    if (!limited) {
+      const next = await this.assign(state, result.outcome, report.leaseId);
+      if (finishing) this.ctx.waitUntil(this.recordAttemptCosts(state, finishing.index, report.leaseId, report.usage).catch(() => {}));
+      return { ok: true, next: next.ok ? next.assignment : null, runStatus: state.status };
+    }
+    const held = result.outcome.dispatches.splice(0);
+    this.meters.add(report.leaseId, { doRequests: 1, rowsWritten: await this.commit(state, result.outcome) });
+    const reply = finishing ? await this.recordAttemptCosts(state, finishing.index, report.leaseId, report.usage) : null;
+    if (reply?.exhausted) {
+      const stopped = stopForBudget(state, "the customer's monthly budget is spent", this.clock());
+      if (stopped.ok) {
+        await this.commit(state, stopped.outcome);
+        return { ok: true, next: null, runStatus: state.status };
+      }
+    }
+    if (report.continueInline && held.length === 1) {
+      const started = startStep(state, held[0]!, this.clock());
+      if (started.ok) {
+        const next = await this.assign(state, started.outcome);
+        return { ok: true, next: next.ok ? next.assignment : null, runStatus: state.status };
+      }
+    }
+    await this.sendDispatches(state, { ...result.outcome, dispatches: held });
+    return { ok: true, next: null, runStatus: state.status };
   }
 
   async failStep(input: z.input<typeof FailStepInputSchema>): Promise<ReportResult> {
@@ -146,9 +182,12 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     const report = FailStepInputSchema.parse(input);
     const state = await this.load();
     if (!state) return { ok: false, reason: "unknown_run" };
+    const failing = state.steps.find((s) => s.leaseId === report.leaseId && s.status === "running");
     const result = failStep(state, report.leaseId, report.failure, this.clock());
     if (!result.ok) return result;
-    await this.commit(state, result.outcome);
+    this.meters.add(report.leaseId, { doRequests: 1, rowsWritten: await this.commit(state, result.outcome) });
+    // A failed attempt costs what it used, whether or not it is tried again.
+    if (failing) await this.recordAttemptCosts(state, failing.index, report.leaseId, undefined).catch(() => null);
     return { ok: true, next: null, runStatus: state.status };
   }
 
@@ -229,12 +268,14 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
    * Persists the outcome of a started step and hands the worker its assignment. A config
    * whose references do not resolve fails the attempt as permanent: no retry can fix it.
    */
-  private async assign(state: RunState, outcome: Outcome): Promise<StartStepResult> {
+  private async assign(state: RunState, outcome: Outcome, finishingLease?: string): Promise<StartStepResult> {
     const started = outcome.started;
     if (!started) {
-      await this.commit(state, outcome);
+      const rows = await this.commit(state, outcome);
+      if (finishingLease) this.meters.add(finishingLease, { doRequests: 1, rowsWritten: rows });
       return { ok: false, reason: "not_queued" };
     }
+    if (finishingLease) this.meters.start(started.leaseId, false);
     const def = state.def.steps[started.stepIndex]!;
     let config: unknown;
     try {
@@ -247,7 +288,15 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
       await this.commit(state, failed.ok ? mergeOutcomes(outcome, failed.outcome) : outcome);
       return { ok: false, reason: "invalid_config" };
     }
-    await this.commit(state, outcome);
+    const rows = await this.commit(state, outcome);
+    if (finishingLease) this.meters.add(finishingLease, { doRequests: 1, rowsWritten: rows });
+    else this.meters.add(started.leaseId, { rowsWritten: rows });
+    const refused = await this.reserveBudget(state, def, config, started.leaseId);
+    if (refused) {
+      const failed = failStep(state, started.leaseId, { type: "budget_exceeded", message: refused }, this.clock());
+      if (failed.ok) await this.commit(state, failed.outcome);
+      return { ok: false, reason: "invalid_config" };
+    }
     const step = state.steps[started.stepIndex]!;
     const assignment: StepAssignment = {
       runId: state.def.id,
@@ -330,9 +379,11 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     state: RunState,
     outcome: Outcome,
     options: { alarmFired?: boolean } = {},
-  ): Promise<void> {
+  ): Promise<number> {
     const now = Date.now();
     const header = headerOf(state);
+    const rowsBefore = usageTotals().do_rows_written;
+    let rowsWritten = 0;
     try {
       this.ctx.storage.transactionSync(() => {
         if (header !== this.persistedHeader) {
@@ -351,6 +402,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
         );
       });
       this.persistedHeader = header;
+      rowsWritten = usageTotals().do_rows_written - rowsBefore;
     } catch (err) {
       // Memory may now be ahead of storage: forget it and reload on the next command.
       this.loaded = false;
@@ -365,6 +417,59 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     if (outcome.deadLetters.length > 0) await this.flushOutbox(state);
     if (outcome.statusChanged && this.indexDue(state)) await this.sendIndexUpdate(state);
     await this.armAlarm(state, options.alarmFired === true);
+    return rowsWritten;
+  }
+
+  // ---- costs ----------------------------------------------------------------------------
+
+  private attribution(state: RunState, step: string | null, attempt: number | null) {
+    const d = state.def;
+    return { customerId: d.customerId, projectId: d.projectId, runId: d.id, runType: d.runType, pool: d.pool, step, attempt };
+  }
+
+  private async recordCreationCosts(state: RunState, rowsWritten: number) {
+    try {
+      const book = await cachedPriceBook(this.env as Env);
+      const events = creationCosts(book, this.attribution(state, null, null), rowsWritten, state.def.createdAt);
+      await ledgerStub(this.env as Env, state.def.customerId).record({ customerId: state.def.customerId, events: forLedger(events) });
+    } catch (err) {
+      log("costs.record_failed", { runId: state.def.id, error: errorMessage(err) }, "error");
+    }
+  }
+
+  /** Prices an attempt and records it in the customer's ledger (ids make a repeat harmless). */
+  private async recordAttemptCosts(state: RunState, stepIndex: number, leaseId: string, usage: TokenUsage[] | undefined): Promise<RecordReply | null> {
+    const step = state.steps[stepIndex]!;
+    const record = step.history.find((h) => h.leaseId === leaseId);
+    if (!record) return null;
+    try {
+      const at = record.finishedAt ?? Date.now();
+      const book = await cachedPriceBook(this.env as Env);
+      const { events, unpriced } = attemptCosts(book, this.attribution(state, state.def.steps[stepIndex]!.name, record.attempt), this.meters.take(leaseId), usage, at - record.startedAt, at);
+      if (unpriced.length > 0) log("costs.unpriced_model", { runId: state.def.id, step: state.def.steps[stepIndex]!.name, models: unpriced }, "error");
+      return await ledgerStub(this.env as Env, state.def.customerId).record({ customerId: state.def.customerId, events: forLedger(events), releaseReservation: `res:${state.def.id}:${leaseId}` });
+    } catch (err) {
+      log("costs.record_failed", { runId: state.def.id, step: state.def.steps[stepIndex]!.name, error: errorMessage(err) }, "error");
+      return null;
+    }
+  }
+
+  /**
+   * Before an llm step of a customer with a hard budget runs, its worst case (the prompt's
+   * estimate, all of maxTokens) is held in the ledger; it is settled to the actual cost when the
+   * step reports. Returns why the step may not run, or null.
+   */
+  private async reserveBudget(state: RunState, def: { type: string }, config: unknown, leaseId: string): Promise<string | null> {
+    if (def.type !== "llm" || state.def.budgetLimited !== true) return null;
+    const llm = config as { model: string; messages: { content: string }[]; maxTokens?: number };
+    const book = await cachedPriceBook(this.env as Env);
+    const price = book.modelPrice(llm.model, Date.now());
+    if (!price) return `no price for model "${llm.model}"`;
+    // The infrastructure the attempt will use is held too: a generous flat amount, far above what
+    // a step's requests, rows and queue operations cost.
+    const worstCase = worstCaseTokenCost(price, estimatePromptTokens(llm.messages ?? []), llm.maxTokens ?? 4096) + INFRA_RESERVE_NANO;
+    const reply = await ledgerStub(this.env as Env, state.def.customerId).reserve({ customerId: state.def.customerId, id: `res:${state.def.id}:${leaseId}`, nanoUsd: worstCase.toString() });
+    return reply.ok ? null : reply.message;
   }
 
   private async sendDispatches(state: RunState, outcome: Outcome) {

@@ -4,22 +4,37 @@
  */
 import { errorMessage, log } from "../lib/log";
 import { countD1, countUsage } from "../lib/usage";
+import { recordCostEvents } from "../services/costs-service";
+import { deliverAlert, recordAlert } from "../services/dead-letters";
+import { ALERT_DELIVERY_ATTEMPTS } from "./dlq-consumer";
 import { EventMessageSchema, type AttemptRow, type RunIndexRow } from "./messages";
+import type { CostEvent } from "../domain/cost-events";
 
 export async function consumeEvents(batch: MessageBatch<unknown>, env: Env): Promise<void> {
   const latest = new Map<string, { run: RunIndexRow; attempts: AttemptRow[] }>();
+  const costs: CostEvent[] = [];
   for (const message of batch.messages) {
     const parsed = EventMessageSchema.safeParse(message.body);
     if (!parsed.success) {
       log("events.malformed", { messageId: message.id, issues: parsed.error.issues.map((i) => i.message) }, "error");
       continue;
     }
-    const { run, attempts } = parsed.data;
-    const seen = latest.get(run.id);
-    if (!seen || seen.run.version < run.version) latest.set(run.id, { run, attempts });
+    const event = parsed.data;
+    if (event.kind === "cost.events") {
+      for (const e of event.events) costs.push({ ...e, meter: e.meter as CostEvent["meter"], quantity: BigInt(e.quantity), perMillion: BigInt(e.perMillion), nanoUsd: BigInt(e.nanoUsd) });
+    } else if (event.kind === "alert.raise") {
+      await recordAlert(env.DB, event.alert);
+      if ((await deliverAlert(env, event.alert.id, message.attempts >= ALERT_DELIVERY_ATTEMPTS)) === "retry") {
+        message.retry({ delaySeconds: Math.min(60, 2 ** message.attempts) });
+      }
+    } else {
+      const seen = latest.get(event.run.id);
+      if (!seen || seen.run.version < event.run.version) latest.set(event.run.id, { run: event.run, attempts: event.attempts });
+    }
   }
   // Success acks the whole batch: one delete per message.
   countUsage("queue_operations", batch.messages.length);
+  if (costs.length > 0) await recordCostEvents(env.DB, costs);
   if (latest.size === 0) return;
   const now = Date.now();
   const statements: D1PreparedStatement[] = [];

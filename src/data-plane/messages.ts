@@ -45,8 +45,41 @@ export const RunIndexRowSchema = z.object({
 export type RunIndexRow = z.infer<typeof RunIndexRowSchema>;
 
 /** Run index updates and attempt records, written to D1 in batches off the step path. */
+const CostEventRowSchema = z.object({
+  id: z.string(),
+  customerId: z.string(),
+  projectId: z.string(),
+  runId: z.string(),
+  runType: z.string().nullable(),
+  pool: z.string(),
+  step: z.string().nullable(),
+  attempt: z.number().int().nullable(),
+  meter: z.string(),
+  model: z.string().nullable(),
+  quantity: z.string(),
+  perMillion: z.string(),
+  nanoUsd: z.string(),
+  priceVersion: z.string(),
+  estimated: z.boolean(),
+  at: z.number(),
+});
+
+export const AlertRaiseSchema = z.object({
+  id: z.string(),
+  kind: z.string(),
+  severity: z.string(),
+  customerId: z.string().nullable(),
+  message: z.string(),
+  details: z.record(z.string(), z.unknown()),
+  createdAt: z.number(),
+});
+
 export const EventMessageSchema = z.discriminatedUnion("kind", [
   z.object({ kind: z.literal("run.index"), run: RunIndexRowSchema, attempts: z.array(AttemptRowSchema) }),
+  /** Cost events a customer ledger has recorded, for D1's cost_events. */
+  z.object({ kind: z.literal("cost.events"), events: z.array(CostEventRowSchema) }),
+  /** An alert to record and deliver (budget thresholds). */
+  z.object({ kind: z.literal("alert.raise"), alert: AlertRaiseSchema }),
 ]);
 export type EventMessage = z.infer<typeof EventMessageSchema>;
 

@@ -47,7 +47,7 @@ export interface CostSummary {
 }
 
 /** Exact totals of a set of events, AI (token meters) and infrastructure (the rest) apart. */
-export function summarizeCosts(events: Iterable<Pick<PricedQuantity, "meter" | "nanoUsd">>): CostSummary {
+export function summarizeCosts(events: Iterable<{ meter: string; nanoUsd: bigint }>): CostSummary {
   let ai = 0n;
   let infra = 0n;
   for (const e of events) {

@@ -38,6 +38,8 @@ export interface RunDefinition {
   idempotencyKey: string | null;
   /** Fingerprint of the creating request, to tell a replay from a reused idempotency key. */
   requestHash: string;
+  /** The customer has a hard budget: each step's cost is settled before the next one starts. */
+  budgetLimited?: boolean;
   createdAt: number;
 }
 
@@ -372,7 +374,30 @@ function recordFailure(state: RunState, step: StepState, failure: StepFailure, c
   }
   step.status = "failed";
   failRun(state, { type: failure.type, message: failure.message, step: name }, clock, out);
-  out.deadLetters.push({ stepIndex: step.index, dispatch: step.dispatch });
+  // A refused budget is not a processing failure: it is alerted by the ledger, not dead-lettered.
+  if (failure.type !== "budget_exceeded") out.deadLetters.push({ stepIndex: step.index, dispatch: step.dispatch });
+}
+
+/**
+ * The customer's hard budget is spent: the run stops before its next step, which never runs
+ * (failure type budget_exceeded). A step already running is left to report; nothing new starts.
+ */
+export function stopForBudget(state: RunState, message: string, clock: Clock): CommandResult {
+  if (isTerminalRun(state.status)) return { ok: false, reason: "run_finished" };
+  const next = state.steps.find((s) => s.status === "queued" || s.status === "waiting" || s.status === "pending");
+  if (!next || state.steps.some((s) => s.status === "running")) return { ok: false, reason: "not_queued" };
+  const out = newOutcome();
+  if (next.status !== "pending") {
+    next.status = "skipped";
+    next.leaseId = null;
+    next.deadline = null;
+    next.notBefore = null;
+    next.wakeAt = null;
+    out.touched.add(next.index);
+  }
+  out.events.push({ type: "run.budget_exceeded", step: state.def.steps[next.index]!.name, data: { message } });
+  failRun(state, { type: "budget_exceeded", message, step: state.def.steps[next.index]!.name }, clock, out);
+  return { ok: true, outcome: out };
 }
 
 /**

@@ -6,7 +6,7 @@
 import type { Principal } from "../api/context";
 import { ApiError } from "../api/errors";
 import { allocateFixedCost, ALLOCATION_METHODS, type AllocationMethod, type CustomerMonth } from "../domain/allocation";
-import type { CostEvent } from "../domain/cost-events";
+import { summarizeCosts, type CostEvent } from "../domain/cost-events";
 import { divideHalfEven, nanoJson, nanoToUsdString, usdToNano } from "../domain/money";
 import { TOKEN_METERS } from "../domain/pricing";
 import { countD1 } from "../lib/usage";
@@ -301,4 +301,19 @@ export class CostsService {
       marginUsd: nanoToUsdString(margin),
     };
   }
+}
+
+/** One run's cost from its recorded events: totals, and lines by meter and model. */
+export async function runCost(db: D1Database, runId: string) {
+  const rows = await db
+    .prepare(
+      `SELECT meter, model, CAST(SUM(quantity) AS TEXT) AS quantity, CAST(SUM(nano_usd) AS TEXT) AS nano_usd, MAX(estimated) AS estimated
+       FROM cost_events WHERE run_id = ? GROUP BY meter, model ORDER BY meter, model`,
+    )
+    .bind(runId)
+    .all<{ meter: string; model: string | null; quantity: string; nano_usd: string; estimated: number }>();
+  countD1(rows);
+  const lines = rows.results.map((r) => ({ meter: r.meter, model: r.model, quantity: BigInt(r.quantity), nanoUsd: BigInt(r.nano_usd), estimated: r.estimated === 1 }));
+  const summary = summarizeCosts(lines);
+  return { ...summary, lines };
 }

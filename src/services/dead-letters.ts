@@ -50,6 +50,22 @@ export async function recordDeadLetter(db: D1Database, entry: DeadLetterEntry): 
   return { created: (results[0]?.meta.changes ?? 0) > 0, alertId };
 }
 
+/** Records an alert raised elsewhere (budget thresholds); its id makes a second copy harmless. */
+export async function recordAlert(
+  db: D1Database,
+  alert: { id: string; kind: string; severity: string; customerId: string | null; message: string; details: Record<string, unknown>; createdAt: number },
+): Promise<void> {
+  countD1(
+    await db
+      .prepare(
+        `INSERT OR IGNORE INTO alerts (id, kind, severity, customer_id, run_id, dlq_id, message, details, created_at, delivery_status, delivery_attempts)
+         VALUES (?1, ?2, ?3, ?4, NULL, NULL, ?5, ?6, ?7, 'pending', 0)`,
+      )
+      .bind(alert.id, alert.kind, alert.severity, alert.customerId, alert.message, JSON.stringify(alert.details), alert.createdAt)
+      .run(),
+  );
+}
+
 /**
  * Posts a pending alert to ALERT_WEBHOOK_URL. "retry" asks the caller to try again later;
  * on the last try a failure is recorded as `failed` and the alert stays listed.

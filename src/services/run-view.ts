@@ -1,10 +1,23 @@
 import type { RunEvent, RunSnapshot } from "../../durable-objects/run-coordinator-rpc";
-import { nanoToUsdString } from "../domain/money";
+import { nanoJson, nanoToUsdString } from "../domain/money";
+import type { CostSummary } from "../domain/cost-events";
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
 /** A run as the API shows it: ISO timestamps, derived duration, cost. */
-export function presentRun(run: RunSnapshot) {
+export function presentCost(cost: CostSummary) {
+  return {
+    totalNanoUsd: nanoJson(cost.totalNanoUsd),
+    aiNanoUsd: nanoJson(cost.aiNanoUsd),
+    infraNanoUsd: nanoJson(cost.infraNanoUsd),
+    totalUsd: nanoToUsdString(cost.totalNanoUsd),
+  };
+}
+
+const NO_COST: CostSummary = { totalNanoUsd: 0n, aiNanoUsd: 0n, infraNanoUsd: 0n };
+
+/** `cost` is the sum of the run's recorded cost events (recorded as each step reports). */
+export function presentRun(run: RunSnapshot, cost: CostSummary = NO_COST) {
   return {
     id: run.id,
     customerId: run.customerId,
@@ -30,8 +43,7 @@ export function presentRun(run: RunSnapshot) {
       finishedAt: iso(s.finishedAt),
     })),
     ...(run.failure ? { failure: run.failure } : {}),
-    // Cost metering arrives with the costs work; until then a run has cost nothing recorded.
-    cost: { totalNanoUsd: 0, aiNanoUsd: 0, infraNanoUsd: 0, totalUsd: nanoToUsdString(0n) },
+    cost: presentCost(cost),
   };
 }
 export type RunView = ReturnType<typeof presentRun>;

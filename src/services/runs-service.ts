@@ -12,7 +12,12 @@ import type { StepSpec } from "../domain/step-spec";
 import { fingerprint, newId, runIdForIdempotencyKey } from "../lib/ids";
 import { countD1 } from "../lib/usage";
 import type { CustomersService } from "./customers-service";
-import { presentEvent, presentRun } from "./run-view";
+import { presentCost, presentEvent, presentRun } from "./run-view";
+import { runCost } from "./costs-service";
+import { ledgerStub } from "../../durable-objects/customer-ledger";
+import { modelsNamedBySteps } from "../domain/step-models";
+import type { PricingService } from "./pricing-service";
+import { nanoJson } from "../domain/money";
 import { assertKnownPool, type RunTypesService } from "./run-types-service";
 import { assertValidSteps } from "./step-validation";
 
@@ -61,6 +66,7 @@ export class RunsService {
     private readonly db: DrizzleD1Database,
     private readonly customers: CustomersService,
     private readonly runTypes: RunTypesService,
+    private readonly pricing: PricingService,
     /** Work that may finish after the response: the run is already durable in its object. */
     private readonly waitUntil: (work: Promise<unknown>) => void,
   ) {}
@@ -99,6 +105,12 @@ export class RunsService {
     const steps = runType?.steps ?? body.steps!;
     const pool = body.pool ?? runType?.pool ?? DEFAULT_POOL;
     assertKnownPool(pool, "pool");
+    // An unpriced model is refused now, never run at a silent zero cost.
+    await this.pricing.assertKnownModels(modelsNamedBySteps(steps, body.runType ? "runType" : "steps"));
+    const admission = await ledgerStub(this.env, customerId).admit();
+    if (!admission.allowed) {
+      throw new ApiError("budget_exhausted", `customer "${customerId}" has spent its monthly budget (${admission.summary.budget.limitNanoUsd} nano-USD); new runs are refused until it is raised or the month ends`);
+    }
     const retry: RetryPolicy | undefined = runType?.retry;
     const id = body.idempotencyKey ? await runIdForIdempotencyKey(customerId, body.idempotencyKey) : newId("run");
     const now = Date.now();
@@ -116,6 +128,7 @@ export class RunsService {
       timeoutMs: runType?.timeoutMs,
       idempotencyKey: body.idempotencyKey ?? null,
       requestHash: await fingerprint({ ...body, customerId }),
+      budgetLimited: admission.limited,
       createdAt: now,
     };
     const result = await this.stub(id).create(def);
@@ -160,7 +173,19 @@ export class RunsService {
   }
 
   async get(principal: Principal, runId: string) {
-    return presentRun(await this.snapshot(principal, runId));
+    const [run, cost] = await Promise.all([this.snapshot(principal, runId), runCost(this.env.DB, runId)]);
+    return presentRun(run, cost);
+  }
+
+  /** GET /v1/runs/:id/cost: the run's cost by meter (tokens by model, infrastructure operations). */
+  async cost(principal: Principal, runId: string) {
+    await this.snapshot(principal, runId);
+    const cost = await runCost(this.env.DB, runId);
+    return {
+      runId,
+      ...presentCost(cost),
+      lines: cost.lines.map((l) => ({ meter: l.meter, model: l.model, quantity: nanoJson(l.quantity), nanoUsd: nanoJson(l.nanoUsd), estimated: l.estimated })),
+    };
   }
 
   async events(principal: Principal, runId: string) {

@@ -22,13 +22,14 @@ export function buildServices(env: Env, waitUntil: (work: Promise<unknown>) => v
   const db = drizzle(env.DB);
   const customers = new CustomersService(env, db);
   const runTypes = new RunTypesService(db);
+  const pricing = new PricingService(env, db);
   return {
     auth: new AuthService(env, db),
     customers,
     runTypes,
-    runs: new RunsService(env, db, customers, runTypes, waitUntil),
+    runs: new RunsService(env, db, customers, runTypes, pricing, waitUntil),
     dlq: new DlqService(env, db),
-    pricing: new PricingService(env, db),
+    pricing,
     costs: new CostsService(env),
   };
 }

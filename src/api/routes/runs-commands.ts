@@ -45,7 +45,32 @@ const events = createRoute({
   },
 });
 
+const cost = createRoute({
+  method: "get",
+  path: "/v1/runs/{id}/cost",
+  tags: ["runs"],
+  summary: "The run's cost by meter: tokens by model, infrastructure operations (exact nano-USD)",
+  security: bearer,
+  request: { params: RunIdParams },
+  responses: {
+    200: json(
+      z.object({
+        runId: z.string(),
+        totalNanoUsd: z.union([z.number(), z.string()]),
+        aiNanoUsd: z.union([z.number(), z.string()]),
+        infraNanoUsd: z.union([z.number(), z.string()]),
+        totalUsd: z.string(),
+        lines: z.array(z.object({ meter: z.string(), model: z.string().nullable(), quantity: z.union([z.number(), z.string()]), nanoUsd: z.union([z.number(), z.string()]), estimated: z.boolean() })),
+      }),
+      "Cost breakdown",
+    ),
+    401: ERRORS[401],
+    404: ERRORS[404],
+  },
+});
+
 export function registerRunCommands(app: App) {
+  app.openapi(cost, async (c) => c.json(await c.get("services").runs.cost(c.get("principal"), c.req.valid("param").id), 200));
   app.openapi(cancel, async (c) => c.json({ run: await c.get("services").runs.cancel(c.get("principal"), c.req.valid("param").id) }, 200));
   app.openapi(resume, async (c) => c.json({ run: await c.get("services").runs.resume(c.get("principal"), c.req.valid("param").id) }, 202));
   app.openapi(events, async (c) => c.json({ events: await c.get("services").runs.events(c.get("principal"), c.req.valid("param").id) }, 200));

@@ -1,0 +1,177 @@
+import { env } from "cloudflare:workers";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { ledgerStub } from "../../durable-objects/customer-ledger";
+import { costNano } from "../../src/domain/pricing";
+import { api, createRun, isFinished, newCustomer, synthetic, waitForRun } from "../helpers";
+
+const realFetch = globalThis.fetch;
+afterEach(() => vi.restoreAllMocks());
+
+/** A fake OpenAI-compatible endpoint: the model vendor is outside the platform. */
+function fakeLlm(usage = { prompt_tokens: 100, completion_tokens: 200 }) {
+  return vi.spyOn(globalThis, "fetch").mockImplementation(async (input: RequestInfo | URL, init?: RequestInit) => {
+    const url = input instanceof Request ? input.url : String(input);
+    if (url === "https://alerts.example/hook") return new Response(null, { status: 204 });
+    if (url.startsWith("https://llm.example/")) {
+      await new Promise((r) => setTimeout(r, 20));
+      return Response.json({ id: "x", model: "gpt-4o-mini-2024", choices: [{ message: { role: "assistant", content: "hi" }, finish_reason: "stop" }], usage });
+    }
+    return realFetch(input, init);
+  });
+}
+
+const llmStep = (name = "ask", maxTokens = 1000) => ({
+  name,
+  type: "llm",
+  config: { model: "gpt-4o-mini", baseUrl: "https://llm.example/v1", maxTokens, messages: [{ role: "user", content: "Say hi" }] },
+});
+
+async function costOf(key: string, runId: string, until: (c: any) => boolean) {
+  return vi.waitUntil(async () => {
+    const res = await api("GET", `/v1/runs/${runId}/cost`, { key });
+    return res.status === 200 && until(res.body) ? res.body : false;
+  }, { timeout: 8000, interval: 50 });
+}
+
+const tokenLines = (cost: any) => cost.lines.filter((l: any) => l.meter.endsWith("_tokens"));
+// gpt-4o-mini in the seeded price table: $0.15 input, $0.075 cached input, $0.60 output per million tokens.
+const MINI = { input: 150_000_000n, cached: 75_000_000n, output: 600_000_000n };
+
+describe("cost per run", () => {
+  it("a run with known token usage costs exactly tokens × price, cached tokens at the cached price", async () => {
+    const customer = await newCustomer();
+    const created = await createRun(customer.key, {
+      steps: [synthetic("think", { usage: { model: "gpt-4o-mini", inputTokens: 1234, outputTokens: 567, cachedTokens: 890 } })],
+    });
+    expect(created.status).toBe(202);
+    await waitForRun(customer.key, created.body.run.id, isFinished);
+    const cost = await costOf(customer.key, created.body.run.id, (c) => tokenLines(c).length === 3 && c.lines.some((l: any) => l.meter === "do_requests"));
+    const expectedAi = costNano(1234n, MINI.input) + costNano(890n, MINI.cached) + costNano(567n, MINI.output);
+    expect(BigInt(cost.aiNanoUsd)).toBe(expectedAi);
+    expect(tokenLines(cost).map((l: any) => [l.meter, l.model, l.quantity])).toEqual([
+      ["cached_input_tokens", "gpt-4o-mini", 890],
+      ["input_tokens", "gpt-4o-mini", 1234],
+      ["output_tokens", "gpt-4o-mini", 567],
+    ]);
+    // Infrastructure the run caused, counted: requests, rows, queue operations, estimated CPU.
+    const meters = cost.lines.filter((l: any) => !l.meter.endsWith("_tokens")).map((l: any) => l.meter);
+    expect(meters).toEqual(expect.arrayContaining(["worker_requests", "queue_operations", "do_requests", "do_rows_written", "worker_cpu_ms"]));
+    expect(cost.lines.find((l: any) => l.meter === "worker_cpu_ms").estimated).toBe(true);
+    expect(BigInt(cost.totalNanoUsd)).toBe(BigInt(cost.aiNanoUsd) + BigInt(cost.infraNanoUsd));
+    const run = (await api("GET", `/v1/runs/${created.body.run.id}`, { key: customer.key })).body.run;
+    expect(run.cost.totalNanoUsd).toBe(cost.totalNanoUsd);
+  });
+
+  it("an unknown model is refused at run creation, never priced at zero", async () => {
+    const customer = await newCustomer();
+    const res = await createRun(customer.key, { steps: [synthetic("x", { usage: { model: "no-such-model", inputTokens: 1, outputTokens: 1 } })] });
+    expect(res.status).toBe(422);
+    expect(JSON.stringify(res.body.error)).toContain("no-such-model");
+  });
+
+  it("a duplicate cost event is counted once, in the ledger and in D1", async () => {
+    const customer = await newCustomer();
+    const event = {
+      id: `ce:test-dup:${customer.id}`,
+      customerId: customer.id,
+      projectId: "p",
+      runId: "run_test",
+      runType: null,
+      pool: "standard",
+      step: "s",
+      attempt: 1,
+      meter: "input_tokens",
+      model: "gpt-4o-mini",
+      quantity: "1000",
+      perMillion: "150000000",
+      nanoUsd: "150000",
+      priceVersion: "defaults-2026-11",
+      estimated: false,
+      at: Date.now(),
+    };
+    const ledger = ledgerStub(env, customer.id);
+    expect((await ledger.record({ customerId: customer.id, events: [event] })).recorded).toBe(1);
+    expect((await ledger.record({ customerId: customer.id, events: [event, event] })).recorded).toBe(0);
+    expect((await ledger.summary()).spendNanoUsd).toBe("150000");
+    await vi.waitUntil(async () => (await env.DB.prepare("SELECT COUNT(*) AS n FROM cost_events WHERE id = ?").bind(event.id).first<{ n: number }>())?.n === 1, { timeout: 5000 });
+  });
+
+  it("a price change applies to new events only", async () => {
+    const customer = await newCustomer();
+    const usage = { model: "gpt-4o-mini", inputTokens: 1_000_000, outputTokens: 0 };
+    const first = await createRun(customer.key, { steps: [synthetic("a", { usage })] });
+    await waitForRun(customer.key, first.body.run.id, isFinished);
+    const before = await costOf(customer.key, first.body.run.id, (c) => tokenLines(c).length === 1);
+    expect(BigInt(before.aiNanoUsd)).toBe(MINI.input);
+
+    const put = await api("PUT", "/v1/pricing", { body: { models: [{ model: "gpt-4o-mini", inputUsdPerMTok: "0.30", outputUsdPerMTok: "1.20", cachedInputUsdPerMTok: "0.15" }] } });
+    expect(put.status).toBe(200);
+    try {
+      const second = await createRun(customer.key, { steps: [synthetic("a", { usage })] });
+      await waitForRun(customer.key, second.body.run.id, isFinished);
+      const after = await costOf(customer.key, second.body.run.id, (c) => tokenLines(c).length === 1);
+      expect(BigInt(after.aiNanoUsd)).toBe(300_000_000n);
+      const again = (await api("GET", `/v1/runs/${first.body.run.id}/cost`, { key: customer.key })).body;
+      expect(BigInt(again.aiNanoUsd)).toBe(MINI.input);
+    } finally {
+      await api("PUT", "/v1/pricing", { body: { models: [{ model: "gpt-4o-mini", inputUsdPerMTok: "0.15", outputUsdPerMTok: "0.60", cachedInputUsdPerMTok: "0.075" }] } });
+    }
+  });
+});
+
+describe("budgets", () => {
+  async function budgetedCustomer(limitUsd: string, softThresholds = [0.5]) {
+    const id = `budget-${Math.random().toString(36).slice(2, 8)}`;
+    const res = await api("POST", "/v1/customers", { body: { id, name: "Budgeted", budget: { monthlyLimitUsd: limitUsd, softThresholds } } });
+    expect(res.status).toBe(201);
+    return { id, key: res.body.apiKey as string };
+  }
+
+  it("50 concurrent llm steps against a hard budget never push spend over it; the soft alert fires once", async () => {
+    fakeLlm();
+    // Worst case per step: ~2 prompt tokens + 250 output tokens at $0.60/M + $0.0001 held for
+    // infrastructure ≈ $0.00025; actual ≈ 100 × $0.15/M + 200 × $0.60/M ≈ $0.000135.
+    const customer = await budgetedCustomer("0.002");
+    const results = await Promise.all(Array.from({ length: 50 }, (_, i) => createRun(customer.key, { idempotencyKey: `race-${i}`, steps: [llmStep("ask", 250)] })));
+    const accepted = results.filter((r) => r.status === 202).map((r) => r.body.run.id);
+    const refused = results.filter((r) => r.status === 402);
+    expect(accepted.length + refused.length).toBe(50);
+    const runs = await Promise.all(accepted.map((id) => waitForRun(customer.key, id, isFinished, 20_000)));
+    const succeeded = runs.filter((r) => r.status === "succeeded");
+    const stopped = runs.filter((r) => r.status === "failed");
+    expect(succeeded.length).toBeGreaterThan(0);
+    for (const r of stopped) expect(r.failure.type).toBe("budget_exceeded");
+
+    const summary = await ledgerStub(env, customer.id).summary();
+    expect(BigInt(summary.spendNanoUsd)).toBeLessThanOrEqual(2_000_000n);
+    expect(BigInt(summary.spendNanoUsd)).toBeGreaterThan(1_000_000n);
+    expect(summary.reservedNanoUsd).toBe("0");
+    const alerts = await vi.waitUntil(async () => {
+      const list = (await api("GET", "/v1/alerts?kind=budget_soft_limit")).body.alerts.filter((a: any) => a.customerId === customer.id);
+      return list.length ? list : false;
+    }, { timeout: 5000 });
+    expect(alerts).toHaveLength(1);
+  }, 60_000);
+
+  it("a spent budget refuses new runs with 402, and a running run stops before its next step", async () => {
+    const customer = await budgetedCustomer("0.0001", []);
+    // The first step alone costs more than the whole budget.
+    const created = await createRun(customer.key, {
+      steps: [synthetic("big", { usage: { model: "gpt-4o-mini", inputTokens: 1_000_000, outputTokens: 0 } }), synthetic("next"), synthetic("last")],
+    });
+    expect(created.status).toBe(202);
+    const run = await waitForRun(customer.key, created.body.run.id, isFinished);
+    expect(run.status).toBe("failed");
+    expect(run.failure).toMatchObject({ type: "budget_exceeded", step: "next" });
+    expect(run.steps.map((s: any) => [s.name, s.status, s.attempts])).toEqual([
+      ["big", "succeeded", 1],
+      ["next", "skipped", 0],
+      ["last", "skipped", 0],
+    ]);
+    const again = await createRun(customer.key, { steps: [synthetic("x")] });
+    expect(again.status).toBe(402);
+    expect(again.body.error.code).toBe("budget_exhausted");
+    // A failed-by-budget run is not a dead letter.
+    expect((await api("GET", `/v1/dlq?customerId=${customer.id}`)).body.entries).toHaveLength(0);
+  });
+});
