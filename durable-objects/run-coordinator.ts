@@ -36,6 +36,7 @@ import { estimatePromptTokens } from "../src/steps/llm";
 import { worstCaseTokenCost, type TokenUsage } from "../src/domain/pricing";
 import { ledgerStub, type RecordReply } from "./customer-ledger";
 import { AttemptMeters, attemptCosts, creationCosts, forLedger } from "./run-costs";
+import type { CostEvent } from "../src/domain/cost-events";
 import {
   CompleteStepInputSchema,
   DeadLetterDispatchInputSchema,
@@ -72,6 +73,12 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
   /** The run row as last written, so a command that leaves it alone writes no row. */
   private persistedHeader = "";
   private readonly meters = new AttemptMeters();
+  /**
+   * Priced cost events not yet in the customer's ledger. Without a hard budget they are sent in
+   * one request when the run pauses or ends (see flushCosts), not one per step: metering must
+   * not cost more than what it meters.
+   */
+  private pendingCosts: CostEvent[] = [];
   /** The status the D1 run index was last sent (this wake); see indexDue(). */
   private indexedStatus: RunState["status"] | null = null;
 
@@ -98,7 +105,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     // The control plane writes the new run's index row itself, so it lists at once.
     this.indexedStatus = state.status;
     const rowsWritten = await this.commit(state, outcome);
-    this.ctx.waitUntil(this.recordCreationCosts(state, rowsWritten + 1));
+    await this.priceCreation(state, rowsWritten + 1);
     return { ok: true, created: true, run: this.snapshot(state) };
   }
 
@@ -153,12 +160,15 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     if (!result.ok) return result;
     if (!limited) {
       const next = await this.assign(state, result.outcome, report.leaseId);
-      if (finishing) this.ctx.waitUntil(this.recordAttemptCosts(state, finishing.index, report.leaseId, report.usage).catch(() => {}));
+      if (finishing) await this.priceAttempt(state, finishing.index, report.leaseId, report.usage);
+      // Carried on inline: the run keeps going in this consumer; otherwise it pauses here.
+      if (!next.ok) this.ctx.waitUntil(this.flushCosts(state));
       return { ok: true, next: next.ok ? next.assignment : null, runStatus: state.status };
     }
     const held = result.outcome.dispatches.splice(0);
     this.meters.add(report.leaseId, { doRequests: 1, rowsWritten: await this.commit(state, result.outcome) });
-    const reply = finishing ? await this.recordAttemptCosts(state, finishing.index, report.leaseId, report.usage) : null;
+    if (finishing) await this.priceAttempt(state, finishing.index, report.leaseId, report.usage);
+    const reply = await this.flushCosts(state, `res:${state.def.id}:${report.leaseId}`);
     if (reply?.exhausted) {
       const stopped = stopForBudget(state, "the customer's monthly budget is spent", this.clock());
       if (stopped.ok) {
@@ -187,7 +197,8 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     if (!result.ok) return result;
     this.meters.add(report.leaseId, { doRequests: 1, rowsWritten: await this.commit(state, result.outcome) });
     // A failed attempt costs what it used, whether or not it is tried again.
-    if (failing) await this.recordAttemptCosts(state, failing.index, report.leaseId, undefined).catch(() => null);
+    if (failing) await this.priceAttempt(state, failing.index, report.leaseId, undefined);
+    this.ctx.waitUntil(this.flushCosts(state, `res:${state.def.id}:${report.leaseId}`));
     return { ok: true, next: null, runStatus: state.status };
   }
 
@@ -198,6 +209,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     const result = cancelRun(state, String(reason).slice(0, 500), this.clock());
     if (!result.ok) return { ok: false, reason: result.reason, run: this.snapshot(state) };
     await this.commit(state, result.outcome);
+    this.ctx.waitUntil(this.flushCosts(state));
     return { ok: true, run: this.snapshot(state) };
   }
 
@@ -427,29 +439,44 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     return { customerId: d.customerId, projectId: d.projectId, runId: d.id, runType: d.runType, pool: d.pool, step, attempt };
   }
 
-  private async recordCreationCosts(state: RunState, rowsWritten: number) {
+  private async priceCreation(state: RunState, rowsWritten: number) {
     try {
       const book = await cachedPriceBook(this.env as Env);
-      const events = creationCosts(book, this.attribution(state, null, null), rowsWritten, state.def.createdAt);
-      await ledgerStub(this.env as Env, state.def.customerId).record({ customerId: state.def.customerId, events: forLedger(events) });
+      this.pendingCosts.push(...creationCosts(book, this.attribution(state, null, null), rowsWritten, state.def.createdAt));
     } catch (err) {
-      log("costs.record_failed", { runId: state.def.id, error: errorMessage(err) }, "error");
+      log("costs.price_failed", { runId: state.def.id, error: errorMessage(err) }, "error");
     }
   }
 
-  /** Prices an attempt and records it in the customer's ledger (ids make a repeat harmless). */
-  private async recordAttemptCosts(state: RunState, stepIndex: number, leaseId: string, usage: TokenUsage[] | undefined): Promise<RecordReply | null> {
-    const step = state.steps[stepIndex]!;
-    const record = step.history.find((h) => h.leaseId === leaseId);
-    if (!record) return null;
+  /** Prices one attempt (tokens it reported, operations counted for it) into pendingCosts. */
+  private async priceAttempt(state: RunState, stepIndex: number, leaseId: string, usage: TokenUsage[] | undefined) {
+    const record = state.steps[stepIndex]!.history.find((h) => h.leaseId === leaseId);
+    if (!record) return;
+    const name = state.def.steps[stepIndex]!.name;
     try {
       const at = record.finishedAt ?? Date.now();
       const book = await cachedPriceBook(this.env as Env);
-      const { events, unpriced } = attemptCosts(book, this.attribution(state, state.def.steps[stepIndex]!.name, record.attempt), this.meters.take(leaseId), usage, at - record.startedAt, at);
-      if (unpriced.length > 0) log("costs.unpriced_model", { runId: state.def.id, step: state.def.steps[stepIndex]!.name, models: unpriced }, "error");
-      return await ledgerStub(this.env as Env, state.def.customerId).record({ customerId: state.def.customerId, events: forLedger(events), releaseReservation: `res:${state.def.id}:${leaseId}` });
+      const { events, unpriced } = attemptCosts(book, this.attribution(state, name, record.attempt), this.meters.take(leaseId), usage, at - record.startedAt, at);
+      if (unpriced.length > 0) log("costs.unpriced_model", { runId: state.def.id, step: name, models: unpriced }, "error");
+      this.pendingCosts.push(...events);
     } catch (err) {
-      log("costs.record_failed", { runId: state.def.id, step: state.def.steps[stepIndex]!.name, error: errorMessage(err) }, "error");
+      log("costs.price_failed", { runId: state.def.id, step: name, error: errorMessage(err) }, "error");
+    }
+  }
+
+  /**
+   * Sends pending cost events to the customer's ledger in one request (ids make a resend
+   * harmless). Called when the run pauses or ends, or after every step for a customer with a
+   * hard budget, whose ledger must be current before the next step starts.
+   */
+  private async flushCosts(state: RunState, releaseReservation?: string): Promise<RecordReply | null> {
+    const events = this.pendingCosts.splice(0);
+    if (events.length === 0 && !releaseReservation) return null;
+    try {
+      return await ledgerStub(this.env as Env, state.def.customerId).record({ customerId: state.def.customerId, events: forLedger(events), releaseReservation });
+    } catch (err) {
+      this.pendingCosts.unshift(...events); // tried again at the next flush
+      log("costs.record_failed", { runId: state.def.id, events: events.length, error: errorMessage(err) }, "error");
       return null;
     }
   }

@@ -471,6 +471,44 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // ---------------------------------------------------------------------------------------
 
+/**
+ * Runs the sample run types once for the demo customer and prints what they cost, by customer
+ * and by model, as the costs API reports it: the platform's cost tracking, visible at once.
+ */
+async function demoCosts(adminKey, demo) {
+  const key = demo.apiKey ?? demo.key;
+  const ids = [];
+  for (const runType of ["hello", "hello", "flaky"]) {
+    const res = await api("POST", "/v1/runs", key, { projectId: "demo", runType, input: { name: "world" } });
+    if (res.status !== 202 && res.status !== 200) throw unexpected(`POST /v1/runs (${runType})`, res);
+    ids.push(res.json.run.id);
+  }
+  const deadline = Date.now() + 20_000;
+  for (const id of ids) {
+    for (;;) {
+      const res = await api("GET", `/v1/runs/${id}`, key);
+      if (res.status === 200 && ["succeeded", "failed", "cancelled"].includes(res.json.run.status)) break;
+      if (Date.now() > deadline) return say("sample runs are still running; skipping the cost demo");
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+  // Cost events reach D1 through the events queue a moment after each step.
+  let byCustomer;
+  let byModel;
+  for (let i = 0; i < 20; i++) {
+    byCustomer = await api("GET", "/v1/costs?groupBy=customer", adminKey);
+    byModel = await api("GET", "/v1/costs?groupBy=model", adminKey);
+    if (byModel.json?.rows?.some((r) => r.aiNanoUsd && r.aiNanoUsd !== "0" && r.aiNanoUsd !== 0)) break;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  const line = (r) => `    ${String(r.key).padEnd(24)} runs ${String(r.runs).padStart(4)}   total $${r.totalUsd ?? r.totalNanoUsd}   (${r.totalNanoUsd} nano-USD; AI ${r.aiNanoUsd}, infra ${r.infraNanoUsd})`;
+  say(`ran the sample run types once: ${ids.join(", ")}`);
+  say("month-to-date cost by customer (GET /v1/costs?groupBy=customer):");
+  for (const r of byCustomer.json?.rows ?? []) console.log(line(r));
+  say("by model (GET /v1/costs?groupBy=model):");
+  for (const r of byModel.json?.rows ?? []) console.log(line(r));
+}
+
 async function main() {
   process.chdir(ROOT);
   checkEnvironment();
@@ -484,6 +522,8 @@ async function main() {
   await checkReady();
   await seedRunTypes(vars.ADMIN_API_KEY);
   const demo = await seedDemoCustomer(vars.ADMIN_API_KEY);
+  if (stopping) return;
+  await demoCosts(vars.ADMIN_API_KEY, demo);
   if (stopping) return;
   banner(vars.ADMIN_API_KEY, demo);
   // From here the exit handler of wrangler decides how we end.
