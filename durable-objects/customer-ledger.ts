@@ -7,7 +7,7 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import { z } from "zod";
-import type { EventMessage } from "../src/data-plane/messages";
+import { CostEventRowSchema, type EventMessage } from "../src/data-plane/messages";
 import { nanoToUsdString } from "../src/domain/money";
 import { errorMessage, log } from "../src/lib/log";
 import { countUsage } from "../src/lib/usage";
@@ -27,29 +27,11 @@ export interface LedgerSummary {
   state: "no_budget" | "ok" | "soft_limit" | "exhausted";
 }
 
-const CostEventSchema = z.object({
-  id: z.string().min(1),
-  customerId: z.string(),
-  projectId: z.string(),
-  runId: z.string(),
-  runType: z.string().nullable(),
-  pool: z.string(),
-  step: z.string().nullable(),
-  attempt: z.number().int().nullable(),
-  meter: z.string(),
-  model: z.string().nullable(),
-  quantity: z.string().regex(/^\d+$/),
-  perMillion: z.string().regex(/^\d+$/),
-  nanoUsd: z.string().regex(/^\d+$/),
-  priceVersion: z.string(),
-  estimated: z.boolean(),
-  at: z.number(),
-});
-export type LedgerCostEvent = z.infer<typeof CostEventSchema>;
+export type LedgerCostEvent = z.infer<typeof CostEventRowSchema>;
 
 const RecordInputSchema = z.object({
   customerId: z.string().min(1),
-  events: z.array(CostEventSchema).max(1000),
+  events: z.array(CostEventRowSchema).max(1000),
   releaseReservation: z.string().optional(),
 });
 

@@ -45,7 +45,8 @@ export const RunIndexRowSchema = z.object({
 export type RunIndexRow = z.infer<typeof RunIndexRowSchema>;
 
 /** Run index updates and attempt records, written to D1 in batches off the step path. */
-const CostEventRowSchema = z.object({
+/** A priced cost event as it travels: bigints as decimal strings. */
+export const CostEventRowSchema = z.object({
   id: z.string(),
   customerId: z.string(),
   projectId: z.string(),

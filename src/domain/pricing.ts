@@ -79,6 +79,12 @@ export function priceInForce<T extends { effectiveFrom: number; version: string 
   return best;
 }
 
+/**
+ * Tokens an AI call used, for cost accounting. Each token is counted in exactly one field,
+ * because each field is priced on its own line: `inputTokens` are uncached input tokens
+ * (cached ones are in `cachedTokens`), `outputTokens` exclude reasoning tokens (those are in
+ * `reasoningTokens`, billed at the model's reasoning price or else its output price).
+ */
 export interface TokenUsage {
   model: string;
   inputTokens: number;

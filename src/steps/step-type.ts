@@ -1,19 +1,9 @@
+import type { TokenUsage } from "../domain/pricing";
 import type { z } from "zod";
 import type { StepFailure } from "../domain/run-machine";
 
-/**
- * Tokens an AI call used, for cost accounting. Each token is counted in exactly one field,
- * because each field is priced on its own line: `inputTokens` are uncached input tokens
- * (cached ones are in `cachedTokens`), `outputTokens` exclude reasoning tokens (those are in
- * `reasoningTokens`, billed at the model's reasoning price or else its output price).
- */
-export interface TokenUsage {
-  model: string;
-  inputTokens: number;
-  outputTokens: number;
-  cachedTokens?: number;
-  reasoningTokens?: number;
-}
+/** Tokens an AI call used, one field per priced line: see TokenUsage in src/domain/pricing.ts. */
+export type { TokenUsage } from "../domain/pricing";
 
 export type StepResult =
   | { ok: true; output: unknown; usage?: TokenUsage[] }
