@@ -31,6 +31,11 @@ export type LedgerCostEvent = z.infer<typeof CostEventRowSchema>;
 
 const RecordInputSchema = z.object({
   customerId: z.string().min(1),
+  /**
+   * Set by a run object for the batch of events it sends when a run pauses or ends: the batch
+   * is counted once by its id (one row), instead of by each event's id (a row per event).
+   */
+  batchId: z.string().min(1).max(200).optional(),
   events: z.array(CostEventRowSchema).max(1000),
   releaseReservation: z.string().optional(),
 });
@@ -56,6 +61,7 @@ export class CustomerLedger extends DurableObject {
       CREATE TABLE IF NOT EXISTS budget (id INTEGER PRIMARY KEY CHECK (id = 1), limit_nano_usd TEXT, soft_thresholds TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS spend (month TEXT PRIMARY KEY, nano_usd TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS recorded (id TEXT PRIMARY KEY, month TEXT NOT NULL, nano_usd TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, at INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS reservations (id TEXT PRIMARY KEY, nano_usd TEXT NOT NULL, created_at INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS alerted (month TEXT NOT NULL, threshold REAL NOT NULL, PRIMARY KEY (month, threshold));`);
     this.schemaReady = true;
@@ -109,13 +115,18 @@ export class CustomerLedger extends DurableObject {
   /** Records cost events (each id once), settles a reservation, raises threshold alerts. */
   async record(input: z.input<typeof RecordInputSchema>): Promise<RecordReply> {
     countUsage("do_requests");
-    const { customerId, events, releaseReservation } = RecordInputSchema.parse(input);
+    const { customerId, batchId, events, releaseReservation } = RecordInputSchema.parse(input);
     this.ensureSchema();
     const now = Date.now();
     const fresh: LedgerCostEvent[] = [];
     this.ctx.storage.transactionSync(() => {
+      if (batchId !== undefined) {
+        const insert = this.ctx.storage.sql.exec("INSERT OR IGNORE INTO batches (id, at) VALUES (?, ?)", batchId, now);
+        insert.toArray();
+        if (insert.rowsWritten === 0) return; // this batch was counted already
+      }
       const known = new Set(
-        events.length === 0
+        events.length === 0 || batchId !== undefined
           ? []
           : this.ctx.storage.sql
               .exec<{ id: string }>(`SELECT id FROM recorded WHERE id IN (${events.map(() => "?").join(",")})`, ...events.map((e) => e.id))
@@ -130,7 +141,7 @@ export class CustomerLedger extends DurableObject {
         const month = monthOf(event.at);
         byMonth.set(month, (byMonth.get(month) ?? 0n) + BigInt(event.nanoUsd));
       }
-      insertRows(this.ctx.storage, "INSERT INTO recorded (id, month, nano_usd)", fresh.map((e) => [e.id, monthOf(e.at), e.nanoUsd]));
+      if (batchId === undefined) insertRows(this.ctx.storage, "INSERT INTO recorded (id, month, nano_usd)", fresh.map((e) => [e.id, monthOf(e.at), e.nanoUsd]));
       for (const [month, added] of byMonth) {
         const total = this.spend(month) + added;
         this.sql`INSERT OR REPLACE INTO spend (month, nano_usd) VALUES (${month}, ${total.toString()})`;

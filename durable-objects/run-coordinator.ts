@@ -79,6 +79,8 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
    * not cost more than what it meters.
    */
   private pendingCosts: CostEvent[] = [];
+  /** Batches sent but not confirmed: resent with the same id, which the ledger counts once. */
+  private unconfirmed: { id: string; events: CostEvent[] }[] = [];
   /** The status the D1 run index was last sent (this wake); see indexDue(). */
   private indexedStatus: RunState["status"] | null = null;
 
@@ -441,7 +443,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
 
   private async priceCreation(state: RunState, rowsWritten: number) {
     try {
-      const book = await cachedPriceBook(this.env as Env);
+      const book = await cachedPriceBook(this.env as Env, Date.now(), { allowStale: true });
       this.pendingCosts.push(...creationCosts(book, this.attribution(state, null, null), rowsWritten, state.def.createdAt));
     } catch (err) {
       log("costs.price_failed", { runId: state.def.id, error: errorMessage(err) }, "error");
@@ -455,7 +457,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     const name = state.def.steps[stepIndex]!.name;
     try {
       const at = record.finishedAt ?? Date.now();
-      const book = await cachedPriceBook(this.env as Env);
+      const book = await cachedPriceBook(this.env as Env, Date.now(), { allowStale: true });
       const { events, unpriced } = attemptCosts(book, this.attribution(state, name, record.attempt), this.meters.take(leaseId), usage, at - record.startedAt, at);
       if (unpriced.length > 0) log("costs.unpriced_model", { runId: state.def.id, step: name, models: unpriced }, "error");
       this.pendingCosts.push(...events);
@@ -470,13 +472,21 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
    * hard budget, whose ledger must be current before the next step starts.
    */
   private async flushCosts(state: RunState, releaseReservation?: string): Promise<RecordReply | null> {
-    const events = this.pendingCosts.splice(0);
-    if (events.length === 0 && !releaseReservation) return null;
+    if (this.pendingCosts.length > 0) this.unconfirmed.push({ id: `${state.def.id}:${crypto.randomUUID()}`, events: this.pendingCosts.splice(0) });
+    if (this.unconfirmed.length === 0 && !releaseReservation) return null;
+    const ledger = ledgerStub(this.env as Env, state.def.customerId);
+    let reply: RecordReply | null = null;
     try {
-      return await ledgerStub(this.env as Env, state.def.customerId).record({ customerId: state.def.customerId, events: forLedger(events), releaseReservation });
+      const batches = [...this.unconfirmed];
+      for (const [i, batch] of batches.entries()) {
+        const last = i === batches.length - 1;
+        reply = await ledger.record({ customerId: state.def.customerId, batchId: batch.id, events: forLedger(batch.events), ...(last && releaseReservation ? { releaseReservation } : {}) });
+        this.unconfirmed.splice(this.unconfirmed.indexOf(batch), 1);
+      }
+      if (batches.length === 0 && releaseReservation) reply = await ledger.record({ customerId: state.def.customerId, events: [], releaseReservation });
+      return reply;
     } catch (err) {
-      this.pendingCosts.unshift(...events); // tried again at the next flush
-      log("costs.record_failed", { runId: state.def.id, events: events.length, error: errorMessage(err) }, "error");
+      log("costs.record_failed", { runId: state.def.id, batches: this.unconfirmed.length, error: errorMessage(err) }, "error");
       return null;
     }
   }

@@ -117,10 +117,20 @@ export async function loadPriceBook(db: DrizzleD1Database): Promise<PriceBook> {
  * The price book, from this isolate's cache while it is younger than PRICE_CACHE_MS. Usable
  * outside a request (a Durable Object, a queue consumer): it needs only `env.DB`.
  */
-export async function cachedPriceBook(env: Pick<Env, "DB" | "PRICE_CACHE_MS">, now = Date.now()): Promise<PriceBook> {
+export async function cachedPriceBook(
+  env: Pick<Env, "DB" | "PRICE_CACHE_MS">,
+  now = Date.now(),
+  options: { allowStale?: boolean } = {},
+): Promise<PriceBook> {
   const ttl = priceCacheMs(env);
   if (cached && ttl > 0 && now - cached.loadedAt < ttl) return cached.book;
-  if (ttl > 0 && loading) return loading;
+  if (ttl > 0 && loading) return options.allowStale && cached ? cached.book : loading;
+  // On the step path an expired book is used while a fresh one loads: a step never waits on
+  // D1 for prices (they change rarely, and at most one refresh late).
+  if (options.allowStale && cached && ttl > 0) {
+    void cachedPriceBook(env, now).catch(() => {});
+    return cached.book;
+  }
   const started = generation;
   const load = loadPriceBook(drizzle(env.DB)).then((book) => {
     if (started === generation) {
