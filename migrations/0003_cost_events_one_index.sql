@@ -1,0 +1,1 @@
+DROP INDEX `cost_events_at`;
