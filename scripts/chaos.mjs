@@ -43,6 +43,19 @@ function parseArgs(argv) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * wrangler dev does not fire cron triggers on its own: the platform's once-a-minute
+ * reconciler is triggered here the way Cloudflare would, every few seconds while waiting.
+ */
+let lastCron = 0;
+async function cronTick(base) {
+  if (Date.now() - lastCron < 5000) return;
+  lastCron = Date.now();
+  try {
+    await fetch(`${base}/cdn-cgi/local/scheduled`, { signal: AbortSignal.timeout(10_000) });
+  } catch {}
+}
+
 /** A small deterministic PRNG, so a failing chaos run can be replayed with --seed. */
 function prng(seed) {
   let s = seed >>> 0 || 1;
@@ -209,6 +222,7 @@ async function main() {
         if (res.status === 200 && TERMINAL.has(res.body.run.status)) finals.set(id, res.body.run);
       }
       process.stdout.write(`\r  finished ${finals.size}/${ids.length}   `);
+      await cronTick(runtime.base);
       if (finals.size === ids.length) break;
       if (Date.now() > deadline) {
         violations.push(`${ids.length - finals.size} runs not finished within ${opts.timeoutS} s: ${ids.filter((id) => !finals.has(id)).slice(0, 5).join(", ")}…`);
@@ -233,6 +247,7 @@ async function main() {
       }
       alerts = (await call(runtime.base, "GET", "/v1/alerts?kind=dlq_entry&limit=500")).body.alerts.filter((a) => a.customerId === customerId);
       if ((entries.length >= failedRuns && alerts.length >= entries.length) || Date.now() > deadline) break;
+      await cronTick(runtime.base);
       await sleep(2000);
     }
 

@@ -37,7 +37,9 @@ export async function reconcileRuns(env: Env, now = Date.now()): Promise<{ check
       log("reconcile.failed", { runId: id, error: errorMessage(err) }, "error");
     }
   };
-  for (const { id } of unfinished!.results) await poke(id, false);
+  // An unfinished run in the index whose object is already failed lost messages on the way,
+  // likely its dead letter too: ask it to resend that as well (a duplicate is harmless).
+  for (const { id } of unfinished!.results) await poke(id, true);
   for (const { id } of missingDeadLetters!.results) await poke(id, true);
   const checked = [...unfinished!.results, ...missingDeadLetters!.results].map((r) => r.id);
   if (checked.length > 0) {
