@@ -414,17 +414,23 @@ export function failDeadLetteredDispatch(state: RunState, msg: Dispatch, reason:
   const out = newOutcome();
   const name = state.def.steps[step.index]!.name;
   const error = { type: "worker_error" as const, message: reason };
-  if (step.status === "running") closeAttempt(step, clock, "failed", error);
-  step.status = "failed";
+  endActiveStep(step, "failed", error, clock, out);
   step.error = error;
-  step.leaseId = null;
-  step.deadline = null;
-  step.notBefore = null;
-  step.finishedAt = clock.now;
-  out.touched.add(step.index);
   out.events.push({ type: "step.dead_lettered", step: name, attempt: step.attempts, data: error });
   failRun(state, { ...error, step: name }, clock, out);
   return { ok: true, outcome: out };
+}
+
+/** Ends a queued, running or waiting step: its attempt (if one runs) is closed, its timers cleared. */
+function endActiveStep(step: StepState, status: "failed" | "cancelled", failure: { type: FailureType; message: string }, clock: Clock, out: Outcome) {
+  if (step.status === "running") closeAttempt(step, clock, "failed", failure);
+  step.status = status;
+  step.leaseId = null;
+  step.deadline = null;
+  step.notBefore = null;
+  step.wakeAt = null;
+  step.finishedAt = clock.now;
+  out.touched.add(step.index);
 }
 
 function failRun(state: RunState, failure: RunFailure, clock: Clock, out: Outcome) {
@@ -446,14 +452,7 @@ export function cancelRun(state: RunState, reason: string, clock: Clock): Comman
   const active = state.steps.find((s) => isActiveStep(s.status));
   for (const s of state.steps) {
     if (isActiveStep(s.status)) {
-      if (s.status === "running") closeAttempt(s, clock, "failed", { type: "cancelled", message: reason });
-      s.status = "cancelled";
-      s.leaseId = null;
-      s.deadline = null;
-      s.notBefore = null;
-      s.wakeAt = null;
-      s.finishedAt = clock.now;
-      out.touched.add(s.index);
+      endActiveStep(s, "cancelled", { type: "cancelled", message: reason }, clock, out);
     } else if (s.status === "pending") {
       s.status = "skipped";
       out.touched.add(s.index);
