@@ -64,6 +64,14 @@ export interface InfraPrice {
 /** USD per million (decimal string or number) → nano-USD per million, exactly. */
 export const pricePerMillion = (usd: string | number) => usdToNano(usd);
 
+/**
+ * The highest price that may be set, USD per million tokens or units. Cost lines must stay far
+ * inside SQLite's 64-bit integers: 10,000,000 tokens × 1e14 nano-USD per million is 1e15
+ * nano-USD per line, and totals sum many lines.
+ */
+export const MAX_USD_PER_MILLION = "100000";
+export const MAX_NANO_PER_MILLION = usdToNano(MAX_USD_PER_MILLION);
+
 /** Cost of `quantity` units at `perMillion` nano-USD per million units, rounded once, half-to-even. */
 export function costNano(quantity: bigint, perMillion: bigint): bigint {
   return divideHalfEven(quantity * perMillion, 1_000_000n);

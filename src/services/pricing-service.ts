@@ -11,6 +11,8 @@ import { nanoJson, nanoToExactUsdString, usdToNano } from "../domain/money";
 import {
   INFRA_METERS,
   INFRA_METER_NAMES,
+  MAX_NANO_PER_MILLION,
+  MAX_USD_PER_MILLION,
   MODEL_NAME,
   PriceBook,
   isInfraMeter,
@@ -21,14 +23,32 @@ import {
   type PriceVersionInfo,
 } from "../domain/pricing";
 
-/** USD per million units as a decimal string or number, at most 9 decimals, converted exactly. */
+/**
+ * USD per million units as a decimal string or number, at most 9 decimals, converted exactly,
+ * at most MAX_USD_PER_MILLION.
+ */
 export const UsdPerMillion = z.union([z.string(), z.number()]).superRefine((value, ctx) => {
+  let nano: bigint;
   try {
-    usdToNano(value);
+    nano = usdToNano(value);
   } catch (err) {
     ctx.addIssue({ code: "custom", message: `must be a non-negative USD amount with at most 9 decimals: ${(err as Error).message}` });
+    return;
   }
+  if (nano > MAX_NANO_PER_MILLION) ctx.addIssue({ code: "custom", message: `must be at most ${MAX_USD_PER_MILLION} USD per million` });
 });
+
+/**
+ * What a GET (or PUT) response adds to the PUT fields. Accepted and ignored, so a GET document
+ * is a valid PUT body (GET → edit → PUT); any other unknown field is still refused.
+ */
+const READ_ONLY = "Read-only, from a GET document: accepted and ignored";
+const ReadOnlyFields = {
+  at: z.string().max(100).optional().describe(READ_ONLY),
+  inForce: z.looseObject({}).optional().describe(READ_ONLY),
+  versions: z.array(z.unknown()).optional().describe(READ_ONLY),
+  created: z.looseObject({}).optional().describe(`${READ_ONLY} (a PUT response adds it)`),
+};
 
 export const ModelPriceInputSchema = z
   .object({
@@ -66,6 +86,7 @@ export const PricingUpdateSchema = z
       .describe(`USD per million units by meter: ${INFRA_METER_NAMES.join(", ")}`),
     effectiveFrom: z.iso.datetime({ offset: true }).optional().describe("When the new prices take effect (default: now)"),
     note: z.string().max(500).optional(),
+    ...ReadOnlyFields,
   })
   .strict()
   .superRefine((body, ctx) => {
@@ -82,15 +103,41 @@ export function priceCacheMs(env: Pick<Env, "PRICE_CACHE_MS">): number {
 }
 
 // Per-isolate cache. `generation` makes an invalidation win over a load already in flight.
-let cached: { book: PriceBook; loadedAt: number } | null = null;
-let loading: Promise<PriceBook> | null = null;
+// Loads are numbered in the order they start, so a newer book is never replaced by an older
+// one, and priceBookCovering can tell a load that began after it was called.
+type Load = { promise: Promise<PriceBook>; seq: number };
+let cached: { book: PriceBook; loadedAt: number; seq: number } | null = null;
+let loading: Load | null = null;
 let generation = 0;
+let loadsStarted = 0;
+const loadSeq = new WeakMap<PriceBook, number>();
 
 /** Forgets this isolate's prices; other isolates see a change within PRICE_CACHE_MS. */
 export function invalidatePriceCache(): void {
   cached = null;
   loading = null;
   generation += 1;
+}
+
+/** A load from D1 that refreshes the cache when it lands (unless invalidated meanwhile). */
+function startLoad(env: Pick<Env, "DB" | "PRICE_CACHE_MS">): Load {
+  const started = generation;
+  const seq = ++loadsStarted;
+  const promise = loadPriceBook(drizzle(env.DB)).then((book) => {
+    loadSeq.set(book, seq);
+    if (started === generation && (!cached || cached.seq < seq)) cached = { book, loadedAt: Date.now(), seq };
+    if (loading?.promise === promise) loading = null;
+    return book;
+  });
+  const load = { promise, seq };
+  if (priceCacheMs(env) > 0) {
+    loading = load;
+    // A failed load must not stick: the next caller tries again.
+    promise.catch(() => {
+      if (loading === load) loading = null;
+    });
+  }
+  return load;
 }
 
 /** Every version of every price, straight from D1. */
@@ -124,29 +171,32 @@ export async function cachedPriceBook(
 ): Promise<PriceBook> {
   const ttl = priceCacheMs(env);
   if (cached && ttl > 0 && now - cached.loadedAt < ttl) return cached.book;
-  if (ttl > 0 && loading) return options.allowStale && cached ? cached.book : loading;
+  if (ttl > 0 && loading) return options.allowStale && cached ? cached.book : loading.promise;
   // On the step path an expired book is used while a fresh one loads: a step never waits on
   // D1 for prices (they change rarely, and at most one refresh late).
   if (options.allowStale && cached && ttl > 0) {
     void cachedPriceBook(env, now).catch(() => {});
     return cached.book;
   }
-  const started = generation;
-  const load = loadPriceBook(drizzle(env.DB)).then((book) => {
-    if (started === generation) {
-      cached = { book, loadedAt: Date.now() };
-      loading = null;
-    }
-    return book;
-  });
-  if (ttl > 0) {
-    loading = load;
-    // A failed load must not stick: the next caller tries again.
-    load.catch(() => {
-      if (loading === load) loading = null;
-    });
-  }
-  return load;
+  return startLoad(env).promise;
+}
+
+/**
+ * A price book with a price in force at `at` for every model of `models` if D1 has one: the
+ * cached book (stale allowed, as on the step path) when it has them all, else one loaded from
+ * D1 after this call began, which also refreshes the cache. A model priced moments ago can
+ * look unpriced to a stale price cache, and is then never billed: a cache miss must reload the
+ * prices, never drop the event. The book may still lack a model; the caller decides. A failed
+ * load rejects (the caller retries later).
+ */
+export async function priceBookCovering(env: Pick<Env, "DB" | "PRICE_CACHE_MS">, models: readonly string[], at: number): Promise<PriceBook> {
+  // Only a load that starts after this point can see a price written before the call.
+  const since = loadsStarted;
+  const book = await cachedPriceBook(env, Date.now(), { allowStale: true });
+  if (book.unknownModels(models, at).length === 0 || (loadSeq.get(book) ?? 0) > since) return book;
+  // A load in flight serves if it started after this call did (the stale path above may have
+  // just started one, or a concurrent miss): one D1 read for every miss waiting on it.
+  return (loading && loading.seq > since ? loading : startLoad(env)).promise;
 }
 
 const iso = (ms: number) => new Date(ms).toISOString();
@@ -177,34 +227,44 @@ export class PricingService {
     return cachedPriceBook(this.env);
   }
 
-  /** GET /v1/pricing: the prices in force at `at` (default now), in the shape PUT takes, plus exact nano fields. */
+  /**
+   * GET /v1/pricing: the prices in force at `at` (default now). `models` and `infra` hold
+   * exactly the PUT fields, so the document is a valid PUT body; the exact nano figures and
+   * the version of each price are in the read-only `inForce`.
+   */
   async get(at = Date.now()) {
     const book = await this.book();
+    const modelsNow = book.modelsInForce(at);
     const infraNow = book.infraInForce(at);
+    const nullable = <T>(value: bigint | null, f: (nano: bigint) => T) => (value === null ? null : f(value));
     return {
       at: iso(at),
-      models: book.modelsInForce(at).map((p) => ({
+      models: modelsNow.map((p) => ({
         model: p.model,
         inputUsdPerMTok: exactUsd(p.input),
         outputUsdPerMTok: exactUsd(p.output),
-        cachedInputUsdPerMTok: p.cachedInput === null ? null : exactUsd(p.cachedInput),
-        reasoningUsdPerMTok: p.reasoning === null ? null : exactUsd(p.reasoning),
-        inputNanoUsdPerMTok: nanoJson(p.input),
-        outputNanoUsdPerMTok: nanoJson(p.output),
-        cachedInputNanoUsdPerMTok: p.cachedInput === null ? null : nanoJson(p.cachedInput),
-        reasoningNanoUsdPerMTok: p.reasoning === null ? null : nanoJson(p.reasoning),
-        version: p.version,
-        effectiveFrom: iso(p.effectiveFrom),
+        cachedInputUsdPerMTok: nullable(p.cachedInput, exactUsd),
+        reasoningUsdPerMTok: nullable(p.reasoning, exactUsd),
       })),
       infra: Object.fromEntries(infraNow.map((p) => [p.meter, exactUsd(p.perMillion)])) as Partial<Record<InfraMeter, string>>,
-      infraMeters: infraNow.map((p) => ({
-        meter: p.meter,
-        unit: INFRA_METERS[p.meter],
-        usdPerMillionUnits: exactUsd(p.perMillion),
-        nanoUsdPerMillionUnits: nanoJson(p.perMillion),
-        version: p.version,
-        effectiveFrom: iso(p.effectiveFrom),
-      })),
+      inForce: {
+        models: modelsNow.map((p) => ({
+          model: p.model,
+          version: p.version,
+          effectiveFrom: iso(p.effectiveFrom),
+          inputNanoUsdPerMTok: nanoJson(p.input),
+          outputNanoUsdPerMTok: nanoJson(p.output),
+          cachedInputNanoUsdPerMTok: nullable(p.cachedInput, nanoJson),
+          reasoningNanoUsdPerMTok: nullable(p.reasoning, nanoJson),
+        })),
+        infra: infraNow.map((p) => ({
+          meter: p.meter,
+          unit: INFRA_METERS[p.meter],
+          version: p.version,
+          effectiveFrom: iso(p.effectiveFrom),
+          nanoUsdPerMillionUnits: nanoJson(p.perMillion),
+        })),
+      },
       versions: [...book.versions].sort((a, b) => b.effectiveFrom - a.effectiveFrom || (a.version < b.version ? 1 : -1)).map(presentVersion),
     };
   }

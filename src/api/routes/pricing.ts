@@ -2,6 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import type { App } from "../context";
 import { adminOnly } from "../auth";
 import { ERRORS, bearer, json, jsonBody } from "../openapi";
+import { MAX_USD_PER_MILLION } from "../../domain/pricing";
 import { PricingUpdateSchema } from "../../services/pricing-service";
 
 const ExactInt = z.union([z.number().int(), z.string()]).openapi({ description: "Exact integer: a JSON number while ≤ 2^53, else a decimal string" });
@@ -11,27 +12,36 @@ const Version = z.object({ version: z.string(), effectiveFrom: z.string(), creat
 
 const Pricing = z
   .object({
-    at: z.string().openapi({ description: "The instant these prices are in force at" }),
-    models: z.array(
-      z.object({
-        model: z.string(),
-        inputUsdPerMTok: Usd,
-        outputUsdPerMTok: Usd,
-        cachedInputUsdPerMTok: Usd.nullable().openapi({ description: "null: cached input is billed at the input price" }),
-        reasoningUsdPerMTok: Usd.nullable().openapi({ description: "null: reasoning tokens are billed at the output price" }),
-        inputNanoUsdPerMTok: ExactInt,
-        outputNanoUsdPerMTok: ExactInt,
-        cachedInputNanoUsdPerMTok: ExactInt.nullable(),
-        reasoningNanoUsdPerMTok: ExactInt.nullable(),
-        version: z.string(),
-        effectiveFrom: z.string(),
-      }),
-    ),
+    at: z.string().openapi({ description: "The instant these prices are in force at (read-only)" }),
+    models: z
+      .array(
+        z.object({
+          model: z.string(),
+          inputUsdPerMTok: Usd,
+          outputUsdPerMTok: Usd,
+          cachedInputUsdPerMTok: Usd.nullable().openapi({ description: "null: cached input is billed at the input price" }),
+          reasoningUsdPerMTok: Usd.nullable().openapi({ description: "null: reasoning tokens are billed at the output price" }),
+        }),
+      )
+      .openapi({ description: "Model prices in force, exactly the fields PUT takes" }),
     infra: z.record(z.string(), Usd).openapi({ description: "USD per million units by meter, the shape PUT takes" }),
-    infraMeters: z.array(
-      z.object({ meter: z.string(), unit: z.string(), usdPerMillionUnits: Usd, nanoUsdPerMillionUnits: ExactInt, version: z.string(), effectiveFrom: z.string() }),
-    ),
-    versions: z.array(Version).openapi({ description: "Every price version, latest effective first" }),
+    inForce: z
+      .object({
+        models: z.array(
+          z.object({
+            model: z.string(),
+            version: z.string(),
+            effectiveFrom: z.string(),
+            inputNanoUsdPerMTok: ExactInt,
+            outputNanoUsdPerMTok: ExactInt,
+            cachedInputNanoUsdPerMTok: ExactInt.nullable(),
+            reasoningNanoUsdPerMTok: ExactInt.nullable(),
+          }),
+        ),
+        infra: z.array(z.object({ meter: z.string(), unit: z.string(), version: z.string(), effectiveFrom: z.string(), nanoUsdPerMillionUnits: ExactInt })),
+      })
+      .openapi({ description: "Read-only: each price in force as exact nano-USD per million, with its version and effective date" }),
+    versions: z.array(Version).openapi({ description: "Every price version, latest effective first (read-only)" }),
   })
   .openapi("Pricing");
 
@@ -51,7 +61,10 @@ const put = createRoute({
   tags: ["costs"],
   summary: "Add a price version from `effectiveFrom` (default now) for the models and meters named; the rest stay (admin)",
   description:
-    "Prices are USD per million tokens or units, as decimal strings or numbers with at most 9 decimals, converted exactly. A named model gets a whole new record: a cached-input or reasoning price left out is billed at the input or output price.",
+    `Prices are USD per million tokens or units, as decimal strings or numbers with at most 9 decimals, converted exactly, at most ${MAX_USD_PER_MILLION} USD per million. ` +
+    "A named model gets a whole new record: a cached-input or reasoning price left out is billed at the input or output price. " +
+    "A GET (or PUT) response is a valid body: its read-only fields `at`, `inForce`, `versions` and `created` are accepted and ignored, so GET → edit → PUT works; " +
+    "the prices it lists are all added as the new version. Any other unknown field is a 400.",
   security: bearer,
   middleware: adminOnly,
   request: jsonBody(PricingUpdateSchema),
