@@ -17,7 +17,7 @@ export default defineConfig({
           RUNPLANE_ENV: "test",
           LEASE_MS: "2000",
           INLINE_STEP_LIMIT: "16",
-          ALERT_WEBHOOK_URL: "https://alerts.example/hook",
+          ALERT_WEBHOOK_URL: "http://127.0.0.1:9/alerts",
           // Every price change is seen at once.
           PRICE_CACHE_MS: "0",
           FIXED_MONTHLY_COST_USD: "100",
@@ -28,6 +28,7 @@ export default defineConfig({
           "runplane-jobs-standard": { maxBatchSize: 100, maxBatchTimeout: 0, maxRetries: 3, deadLetterQueue: "runplane-dlq-standard" },
           "runplane-dlq-standard": { maxBatchSize: 10, maxBatchTimeout: 0.05, maxRetries: 10 },
           "runplane-events": { maxBatchSize: 100, maxBatchTimeout: 0.05, maxRetries: 10, deadLetterQueue: "runplane-events-dlq" },
+          "runplane-events-dlq": { maxBatchSize: 10, maxBatchTimeout: 0.05, maxRetries: 10 },
         },
       },
     }),

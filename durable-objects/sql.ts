@@ -20,16 +20,16 @@ const MAX_BOUND_PARAMETERS = 100;
 /**
  * Inserts many rows with as few statements as the parameter limit allows: each exec call has
  * a fixed cost, and the step path writes several rows per command.
- * `statement` is everything before VALUES, e.g. "INSERT OR REPLACE INTO steps (a, b)".
+ * `statement` is everything before VALUES, e.g. "INSERT INTO steps (a, b)"; `onConflict` what follows them.
  */
-export function insertRows(storage: DurableObjectStorage, statement: string, rows: SqlStorageValue[][]): void {
+export function insertRows(storage: DurableObjectStorage, statement: string, rows: SqlStorageValue[][], onConflict = ""): void {
   if (rows.length === 0) return;
   const width = rows[0]!.length;
   const perStatement = Math.max(1, Math.floor(MAX_BOUND_PARAMETERS / width));
   const tuple = `(${Array(width).fill("?").join(", ")})`;
   for (let i = 0; i < rows.length; i += perStatement) {
     const chunk = rows.slice(i, i + perStatement);
-    const cursor = storage.sql.exec(`${statement} VALUES ${chunk.map(() => tuple).join(", ")}`, ...chunk.flat());
+    const cursor = storage.sql.exec(`${statement} VALUES ${chunk.map(() => tuple).join(", ")} ${onConflict}`, ...chunk.flat());
     cursor.toArray();
     countUsage("do_rows_read", cursor.rowsRead);
     countUsage("do_rows_written", cursor.rowsWritten);

@@ -3,17 +3,19 @@
  * consumer pool, the dead-letter consumers and the analytics writer.
  */
 import { createApp } from "./api/app";
-import { EVENTS_QUEUE, poolForDeadLetterQueue, poolForJobQueue } from "./config/pools";
+import { EVENTS_DEAD_LETTER_QUEUE, EVENTS_QUEUE, poolForDeadLetterQueue, poolForJobQueue } from "./config/pools";
 import { consumeDeadLetters } from "./data-plane/dlq-consumer";
 import { consumeEvents } from "./data-plane/events-consumer";
+import { consumeEventDeadLetters } from "./data-plane/events-dlq-consumer";
 import { consumeJobs } from "./data-plane/job-consumer";
+import { reconcileLedgers } from "./data-plane/ledger-reconciler";
 import { reconcileRuns } from "./data-plane/reconciler";
 import { configureLogging, log } from "./lib/log";
 import { countUsage } from "./lib/usage";
 import "./steps/custom";
 
-export { RunCoordinator } from "../durable-objects/run-coordinator";
-export { CustomerLedger } from "../durable-objects/customer-ledger";
+export { RunCoordinator } from "../durable-objects/run/run-coordinator";
+export { CustomerLedger } from "../durable-objects/ledger/customer-ledger";
 
 const app = createApp();
 
@@ -33,6 +35,7 @@ export default {
     const deadLetterPool = poolForDeadLetterQueue(batch.queue);
     if (deadLetterPool) return consumeDeadLetters(batch, env, deadLetterPool);
     if (batch.queue === EVENTS_QUEUE) return consumeEvents(batch, env);
+    if (batch.queue === EVENTS_DEAD_LETTER_QUEUE) return consumeEventDeadLetters(batch, env);
     log("queue.unknown", { queue: batch.queue, messages: batch.messages.length }, "error");
     batch.retryAll();
   },
@@ -41,5 +44,6 @@ export default {
     configureLogging(env.LOG_LEVEL);
     countUsage("worker_requests");
     ctx.waitUntil(reconcileRuns(env));
+    ctx.waitUntil(reconcileLedgers(env));
   },
 } satisfies ExportedHandler<Env>;

@@ -13,6 +13,7 @@ import { registerGetCustomer } from "./routes/customers-get";
 import { registerListCustomers } from "./routes/customers-list";
 import { registerSetBudget } from "./routes/customers-budget";
 import { registerCustomerKeys } from "./routes/customers-keys";
+import { registerCustomerLedger } from "./routes/customers-ledger";
 import { registerHealth } from "./routes/health";
 import { registerRunTypes } from "./routes/run-types";
 import { registerCreateRun } from "./routes/runs-create";
@@ -73,6 +74,7 @@ export function createApp() {
   registerGetCustomer(app);
   registerSetBudget(app);
   registerCustomerKeys(app);
+  registerCustomerLedger(app);
   registerRunTypes(app);
   registerCreateRun(app);
   registerListRuns(app);

@@ -31,7 +31,13 @@ export const RunSchema = z
       }),
     ),
     failure: z.object({ type: z.enum(FAILURE_TYPES), message: z.string(), step: z.string().nullable() }).optional(),
-    cost: z.object({ totalNanoUsd: Money, aiNanoUsd: Money, infraNanoUsd: Money, totalUsd: z.string() }),
+    cost: z.object({
+      totalNanoUsd: Money,
+      aiNanoUsd: Money,
+      infraNanoUsd: Money,
+      totalUsd: z.string(),
+      settled: z.boolean().openapi({ description: "Every cost record of the run is priced and counted in the customer's ledger" }),
+    }),
   })
   .openapi("Run");
 
@@ -44,7 +50,16 @@ export const CustomerSchema = z
     createdAt: z.string(),
     plan: z.object({ monthlyFeeNanoUsd: Money, monthlyFeeUsd: z.string(), pricePerRunNanoUsd: Money, pricePerRunUsd: z.string() }),
     budget: z.object({ monthlyLimitNanoUsd: Money, monthlyLimitUsd: z.string(), softThresholds: z.array(z.number()) }).nullable(),
-    spend: z.object({ month: z.string(), monthToDateNanoUsd: Money, monthToDateUsd: z.string(), budgetState: z.string() }),
+    spend: z.object({
+      month: z.string(),
+      monthToDateNanoUsd: Money,
+      monthToDateUsd: z.string(),
+      heldNanoUsd: Money.openapi({ description: "Held for steps running now (their worst case), until each one's cost is counted" }),
+      heldUsd: z.string(),
+      remainingNanoUsd: Money.nullable().openapi({ description: "Budget left: limit − spend − held, at least 0; null without a budget" }),
+      remainingUsd: z.string().nullable(),
+      budgetState: z.enum(["no_budget", "ok", "soft_limit", "exhausted"]),
+    }),
     keys: z.array(z.object({ id: z.string(), prefix: z.string(), createdAt: z.string() })).optional(),
   })
   .openapi("Customer");
@@ -59,3 +74,33 @@ export const BudgetBody = z
     softThresholds: z.array(z.number().gt(0).lt(1)).max(10).optional().openapi({ example: [0.5, 0.8] }),
   })
   .strict();
+
+const MoneyPair = { nanoUsd: Money, usd: z.string() };
+
+export const LedgerSchema = z
+  .object({
+    customerId: z.string(),
+    month: z.string(),
+    spend: z.object(MoneyPair),
+    held: z.object(MoneyPair),
+    remaining: z.object(MoneyPair).nullable(),
+    budget: z.object({ monthlyLimitNanoUsd: Money, monthlyLimitUsd: z.string(), softThresholds: z.array(z.number()) }).nullable(),
+    budgetState: z.enum(["no_budget", "ok", "soft_limit", "exhausted"]),
+    holds: z.array(z.object({ id: z.string(), runId: z.string(), nanoUsd: Money, usd: z.string(), expiresAt: z.string() })),
+    runsInFlight: z.number().int().openapi({ description: "Runs admitted while the customer had no budget and not yet finished" }),
+    pendingForD1: z.number().int().openapi({ description: "Cost rollups and alerts the ledger has not yet handed to the events queue" }),
+    reconciliation: z
+      .object({
+        month: z.string(),
+        ledgerNanoUsd: Money,
+        d1NanoUsd: Money,
+        differenceNanoUsd: Money,
+        runsCompared: z.number().int(),
+        repaired: z.array(z.object({ runId: z.string(), ledgerNanoUsd: Money, d1NanoUsd: Money })),
+        unexplained: z.array(z.object({ runId: z.string().nullable(), ledgerNanoUsd: Money, d1NanoUsd: Money, reason: z.string() })),
+        detailKept: z.boolean(),
+        checkedAt: z.string(),
+      })
+      .openapi({ description: "The ledger against D1's cost rollups, compared now; runs D1 lacks were sent again" }),
+  })
+  .openapi("Ledger");

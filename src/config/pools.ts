@@ -22,6 +22,7 @@ export const POOLS: Record<string, PoolConfig> = {
 
 export const DEFAULT_POOL = "standard";
 export const EVENTS_QUEUE = "runplane-events";
+export const EVENTS_DEAD_LETTER_QUEUE = "runplane-events-dlq";
 
 export const poolNames = () => Object.keys(POOLS);
 export const getPool = (name: string): PoolConfig | undefined => (Object.hasOwn(POOLS, name) ? POOLS[name] : undefined);

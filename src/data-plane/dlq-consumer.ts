@@ -8,7 +8,7 @@
  * Each becomes one D1 entry and one alert (ids derived from run, step and dispatch, so a
  * redelivery records nothing new), and the alert is posted to ALERT_WEBHOOK_URL when set.
  */
-import { runStub, type DeadLetterReply } from "../../durable-objects/run-coordinator-rpc";
+import { runStub, type DeadLetterReply } from "../../durable-objects/run/rpc";
 import type { PoolConfig } from "../config/pools";
 import { errorMessage, log } from "../lib/log";
 import { sha256Hex } from "../lib/ids";

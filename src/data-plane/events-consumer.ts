@@ -1,44 +1,75 @@
 /**
- * Writes run index rows and step attempts to D1 in batches, off the step path. Writes are
- * upserts guarded by the row's version, so redelivered or reordered messages change nothing.
+ * Writes what the platform records for analytics to D1 in batches, off the step path: run index
+ * rows and step attempts (upserts guarded by the run's event sequence), cost rollups (upserts
+ * guarded by the run's cost record sequence), and alerts. Redelivered or reordered messages
+ * change nothing.
  */
 import { errorMessage, log } from "../lib/log";
 import { countD1, countUsage } from "../lib/usage";
-import { recordCostEvents } from "../services/costs-service";
+import { writeRollups } from "../services/costs-service";
 import { deliverAlert, recordAlert } from "../services/dead-letters";
+import { recordDeadEvent } from "../services/dead-events";
 import { ALERT_DELIVERY_ATTEMPTS } from "./dlq-consumer";
-import { EventMessageSchema, type AttemptRow, type RunIndexRow } from "./messages";
-import type { CostEvent } from "../domain/cost-events";
+import { EventMessageSchema, type AttemptRow, type EventMessage, type RunIndexRow, type RunRollup } from "./messages";
+
+interface Effects {
+  runs: Map<string, { run: RunIndexRow; attempts: AttemptRow[] }>;
+  rollups: RunRollup[];
+}
+
+const noEffects = (): Effects => ({ runs: new Map(), rollups: [] });
+
+function collect(effects: Effects, event: EventMessage) {
+  if (event.kind === "cost.rollup") effects.rollups.push(event.rollup);
+  else if (event.kind === "run.index") {
+    const seen = effects.runs.get(event.run.id);
+    if (!seen || seen.run.version < event.run.version) effects.runs.set(event.run.id, { run: event.run, attempts: event.attempts });
+  }
+}
 
 export async function consumeEvents(batch: MessageBatch<unknown>, env: Env): Promise<void> {
-  const latest = new Map<string, { run: RunIndexRow; attempts: AttemptRow[] }>();
-  const costs: CostEvent[] = [];
+  const effects = noEffects();
   for (const message of batch.messages) {
     const parsed = EventMessageSchema.safeParse(message.body);
     if (!parsed.success) {
-      log("events.malformed", { messageId: message.id, issues: parsed.error.issues.map((i) => i.message) }, "error");
+      // No retry can fix it: kept whole with its reason, as the events dead-letter queue keeps what it receives.
+      const issues = parsed.error.issues.slice(0, 5).map((i) => `${i.path.join(".")}: ${i.message}`);
+      log("events.malformed", { messageId: message.id, issues }, "error");
+      await recordDeadEvent(env.DB, message.id, message.body, `malformed: ${issues.join("; ")}`);
       continue;
     }
     const event = parsed.data;
-    if (event.kind === "cost.events") {
-      for (const e of event.events) costs.push({ ...e, meter: e.meter as CostEvent["meter"], quantity: BigInt(e.quantity), perMillion: BigInt(e.perMillion), nanoUsd: BigInt(e.nanoUsd) });
-    } else if (event.kind === "alert.raise") {
+    if (event.kind === "alert.raise") {
       await recordAlert(env.DB, event.alert);
       if ((await deliverAlert(env, event.alert.id, message.attempts >= ALERT_DELIVERY_ATTEMPTS)) === "retry") {
         message.retry({ delaySeconds: Math.min(60, 2 ** message.attempts) });
       }
-    } else {
-      const seen = latest.get(event.run.id);
-      if (!seen || seen.run.version < event.run.version) latest.set(event.run.id, { run: event.run, attempts: event.attempts });
-    }
+    } else collect(effects, event);
   }
   // Success acks the whole batch: one delete per message.
   countUsage("queue_operations", batch.messages.length);
-  if (costs.length > 0) await recordCostEvents(env.DB, costs);
-  if (latest.size === 0) return;
+  await writeEffects(env, effects);
+}
+
+/** One message's effect on D1, for a message the queue gave up on (no webhook retries here). */
+export async function applyEventMessage(env: Env, body: unknown): Promise<void> {
+  const event = EventMessageSchema.parse(body);
+  if (event.kind === "alert.raise") {
+    await recordAlert(env.DB, event.alert);
+    await deliverAlert(env, event.alert.id, true);
+    return;
+  }
+  const effects = noEffects();
+  collect(effects, event);
+  await writeEffects(env, effects);
+}
+
+async function writeEffects(env: Env, effects: Effects) {
+  if (effects.rollups.length > 0) await writeRollups(env.DB, effects.rollups);
+  if (effects.runs.size === 0) return;
   const now = Date.now();
   const statements: D1PreparedStatement[] = [];
-  for (const { run, attempts } of latest.values()) {
+  for (const { run, attempts } of effects.runs.values()) {
     statements.push(
       env.DB.prepare(
         `INSERT INTO runs (id, customer_id, project_id, run_type, pool, priority, status, created_at, started_at, finished_at,
@@ -73,7 +104,7 @@ export async function consumeEvents(batch: MessageBatch<unknown>, env: Env): Pro
   try {
     countD1(await env.DB.batch(statements));
   } catch (err) {
-    log("events.write_failed", { runs: latest.size, error: errorMessage(err) }, "error");
+    log("events.write_failed", { runs: effects.runs.size, error: errorMessage(err) }, "error");
     throw err; // the whole batch is delivered again; the upserts make that harmless
   }
 }

@@ -1,9 +1,10 @@
-import type { StepAssignment } from "../../durable-objects/run-coordinator-rpc";
+import type { StepAssignment } from "../../durable-objects/run/rpc";
+import { MAX_STEP_TIMEOUT_MS } from "../domain/step-spec";
+import { usageBoundsViolation } from "../domain/token-usage";
 import { errorMessage, log } from "../lib/log";
 import { getStepType } from "../steps/registry";
 import { fail, type StepResult } from "../steps/step-type";
 
-const MAX_STEP_MS = 900_000;
 
 export interface LeaseKeeper {
   heartbeat(leaseId: string): Promise<{ ok: boolean }>;
@@ -23,14 +24,14 @@ export async function executeAssignment(assignment: StepAssignment, env: Env, ru
   if (!parsed.success) {
     return fail("permanent", `config after resolving references is invalid: ${parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
   }
-  const timeoutMs = Math.min(assignment.step.timeoutMs ?? MAX_STEP_MS, MAX_STEP_MS);
+  const timeoutMs = Math.min(assignment.step.timeoutMs ?? MAX_STEP_TIMEOUT_MS, MAX_STEP_TIMEOUT_MS);
   const controller = new AbortController();
   const timeout = setTimeout(() => controller.abort(new Error(`step timed out after ${timeoutMs} ms`)), timeoutMs);
   const heartbeats = setInterval(() => {
     run.heartbeat(assignment.leaseId).catch((err) => log("lease.heartbeat_failed", { runId: assignment.runId, step: assignment.step.name, error: errorMessage(err) }, "warn"));
   }, Math.max(250, Math.floor(assignment.leaseMs / 3)));
   try {
-    return await stepType.execute(parsed.data, {
+    const result = await stepType.execute(parsed.data, {
       runId: assignment.runId,
       stepName: assignment.step.name,
       attempt: assignment.attempt,
@@ -38,6 +39,9 @@ export async function executeAssignment(assignment: StepAssignment, env: Env, ru
       signal: controller.signal,
       env,
     });
+    // Usage beyond the bounds is a bug or an attack, never a real call: refused, not billed.
+    const beyond = result.ok && result.usage ? usageBoundsViolation(result.usage) : null;
+    return beyond ? fail("permanent", `the step reported usage beyond the platform's bounds: ${beyond}`) : result;
   } catch (err) {
     if (controller.signal.aborted) return fail("timeout", errorMessage(controller.signal.reason));
     return fail("worker_error", `step threw: ${errorMessage(err)}`);

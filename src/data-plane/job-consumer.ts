@@ -5,7 +5,7 @@
  * consumer carries on with it (up to INLINE_STEP_LIMIT) instead of sending the run to the
  * back of the queue once per step.
  */
-import { runStub, type ReportResult, type StepAssignment } from "../../durable-objects/run-coordinator-rpc";
+import { runStub, type ReportResult, type StepAssignment } from "../../durable-objects/run/rpc";
 import type { PoolConfig } from "../config/pools";
 import { errorMessage, log } from "../lib/log";
 import { executeAssignment } from "./execute-step";

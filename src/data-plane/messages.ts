@@ -1,4 +1,5 @@
 import { z } from "zod";
+import type { RollupRow } from "../domain/cost-records";
 
 /** A step dispatch: "run step `stepIndex` of run `runId`, generation `dispatch`". */
 export const JobMessageSchema = z
@@ -44,26 +45,66 @@ export const RunIndexRowSchema = z.object({
 });
 export type RunIndexRow = z.infer<typeof RunIndexRowSchema>;
 
-/** Run index updates and attempt records, written to D1 in batches off the step path. */
-/** A priced cost event as it travels: bigints as decimal strings. */
-export const CostEventRowSchema = z.object({
-  id: z.string(),
-  customerId: z.string(),
-  projectId: z.string(),
-  runId: z.string(),
-  runType: z.string().nullable(),
-  pool: z.string(),
-  step: z.string().nullable(),
-  attempt: z.number().int().nullable(),
-  meter: z.string(),
-  model: z.string().nullable(),
-  quantity: z.string(),
-  perMillion: z.string(),
-  nanoUsd: z.string(),
-  priceVersion: z.string(),
+/** A non-negative integer as decimal text, within SQLite's 64-bit integers (bigints travel as text). */
+export const IntegerText = z
+  .string()
+  .regex(/^(0|[1-9]\d{0,18})$/, "must be a non-negative integer as decimal text")
+  .refine((text) => BigInt(text) <= 2n ** 63n - 1n, "must be below 2^63");
+
+export const RollupLineSchema = z.object({
+  meter: z.string().max(64),
+  model: z.string().max(200).nullable(),
+  quantity: IntegerText,
+  nanoUsd: IntegerText,
   estimated: z.boolean(),
-  at: z.number(),
 });
+
+/** One row of a run's cost rollup (src/domain/cost-records.ts RollupRow) on the wire. */
+export const RollupRowSchema = z.object({
+  hour: z.number().int().min(0),
+  model: z.string().max(200),
+  part: z.number().int().min(0).max(10_000),
+  inputTokens: IntegerText,
+  cachedInputTokens: IntegerText,
+  outputTokens: IntegerText,
+  reasoningTokens: IntegerText,
+  aiNanoUsd: IntegerText,
+  infraNanoUsd: IntegerText,
+  nanoUsd: IntegerText,
+  attempts: z.number().int().min(0),
+  lines: z.array(RollupLineSchema).max(500),
+  priceVersions: z.array(z.string().max(100)).max(100),
+});
+
+/** A run's whole cost as D1 keeps it: every rollup row, as of the run's record `version`. */
+export const RunRollupSchema = z.object({
+  runId: z.string().min(1).max(100),
+  customerId: z.string().min(1),
+  projectId: z.string().min(1),
+  runType: z.string().nullable(),
+  pool: z.string().min(1),
+  version: z.number().int().min(0),
+  rows: z.array(RollupRowSchema).max(5_000),
+});
+export type RunRollup = z.infer<typeof RunRollupSchema>;
+
+export function rollupToWire(row: RollupRow): z.infer<typeof RollupRowSchema> {
+  return {
+    hour: row.hour,
+    model: row.model,
+    part: row.part,
+    inputTokens: row.inputTokens.toString(),
+    cachedInputTokens: row.cachedInputTokens.toString(),
+    outputTokens: row.outputTokens.toString(),
+    reasoningTokens: row.reasoningTokens.toString(),
+    aiNanoUsd: row.aiNanoUsd.toString(),
+    infraNanoUsd: row.infraNanoUsd.toString(),
+    nanoUsd: row.nanoUsd.toString(),
+    attempts: row.attempts,
+    lines: row.lines.map((l) => ({ meter: l.meter, model: l.model, quantity: l.quantity.toString(), nanoUsd: l.nanoUsd.toString(), estimated: l.estimated })),
+    priceVersions: row.priceVersions,
+  };
+}
 
 export const AlertRaiseSchema = z.object({
   id: z.string(),
@@ -77,8 +118,8 @@ export const AlertRaiseSchema = z.object({
 
 export const EventMessageSchema = z.discriminatedUnion("kind", [
   z.object({ kind: z.literal("run.index"), run: RunIndexRowSchema, attempts: z.array(AttemptRowSchema) }),
-  /** Cost events a customer ledger has recorded, for D1's cost_events. */
-  z.object({ kind: z.literal("cost.events"), events: z.array(CostEventRowSchema) }),
+  /** A run's cost, as its customer's ledger counted it, for D1's cost_rollups. */
+  z.object({ kind: z.literal("cost.rollup"), rollup: RunRollupSchema }),
   /** An alert to record and deliver (budget thresholds). */
   z.object({ kind: z.literal("alert.raise"), alert: AlertRaiseSchema }),
 ]);

@@ -6,7 +6,7 @@
  *  - a run that failed on a step but has no dead-letter entry sends its dead letter again.
  * Bounded per tick; the least recently checked runs go first.
  */
-import { runStub } from "../../durable-objects/run-coordinator-rpc";
+import { runStub } from "../../durable-objects/run/rpc";
 import { errorMessage, log } from "../lib/log";
 import { countD1 } from "../lib/usage";
 

@@ -16,6 +16,8 @@ export const customers = sqliteTable("customers", {
   /** JSON array of fractions of the limit that raise a soft alert, e.g. [0.5, 0.8]. */
   budgetSoftThresholds: text("budget_soft_thresholds").notNull().default("[]"),
   createdAt: integer("created_at").notNull(),
+  /** When the cron last reconciled this customer's ledger with D1 (the least recent go first). */
+  ledgerCheckedAt: integer("ledger_checked_at"),
 });
 
 export const apiKeys = sqliteTable(
@@ -185,35 +187,60 @@ export const priceVersions = sqliteTable("price_versions", {
 });
 
 /**
- * Every priced quantity: quantity × unit price, rounded half-to-even once. Reports are exact
- * sums of these rows. The id is deterministic (run, step, attempt, meter, model), so recording
- * the same event twice (a redelivered message) inserts it once.
+ * What each run cost, per UTC hour and model: one row per (hour, customer, run, model, part),
+ * written as a snapshot of the run's priced cost records (see src/domain/cost-records.ts). A
+ * newer snapshot replaces an older one (`version` is the run's last record sequence), so a
+ * redelivered or reordered message changes nothing. `model` is "" for the run's
+ * infrastructure, which carries no tokens. Money is integer nano-USD, at most 2^62 per row.
+ *
+ * Hand-edited in the migration: WITHOUT ROWID, so the primary key is the table itself and a row
+ * costs one D1 row written (plus one for its index), and time-range reports read the primary key.
  */
-export const costEvents = sqliteTable(
-  "cost_events",
+export const costRollups = sqliteTable(
+  "cost_rollups",
   {
-    id: text("id").primaryKey(),
+    /** ms at the start of the UTC hour */
+    hour: integer("hour").notNull(),
     customerId: text("customer_id").notNull(),
-    projectId: text("project_id").notNull(),
     runId: text("run_id").notNull(),
+    model: text("model").notNull().default(""),
+    part: integer("part").notNull().default(0),
+    projectId: text("project_id").notNull(),
     runType: text("run_type"),
     pool: text("pool").notNull(),
-    /** null: a run-level event (e.g. the run object's own requests) */
-    step: text("step"),
-    attempt: integer("attempt"),
-    /** a token meter (input_tokens, …) or an infrastructure meter (INFRA_METERS) */
-    meter: text("meter").notNull(),
-    model: text("model"),
-    quantity: integer("quantity").notNull(),
-    /** the unit price applied, nano-USD per million units, decimal text */
-    perMillion: text("per_million").notNull(),
-    nanoUsd: integer("nano_usd").notNull(),
-    priceVersion: text("price_version").notNull(),
-    /** 1 when the quantity is estimated (e.g. CPU time from wall time), 0 when counted */
-    estimated: integer("estimated").notNull().default(0),
-    at: integer("at").notNull(),
+    inputTokens: integer("input_tokens").notNull().default(0),
+    cachedInputTokens: integer("cached_input_tokens").notNull().default(0),
+    outputTokens: integer("output_tokens").notNull().default(0),
+    reasoningTokens: integer("reasoning_tokens").notNull().default(0),
+    aiNanoUsd: integer("ai_nano_usd").notNull().default(0),
+    infraNanoUsd: integer("infra_nano_usd").notNull().default(0),
+    nanoUsd: integer("nano_usd").notNull().default(0),
+    /** attempt records folded into the row */
+    attempts: integer("attempts").notNull().default(0),
+    /** JSON: [{meter, model, quantity, nanoUsd, estimated}], amounts as decimal strings */
+    lines: text("lines").notNull().default("[]"),
+    /** comma-separated price versions applied */
+    priceVersions: text("price_versions").notNull().default(""),
+    version: integer("version").notNull(),
+    updatedAt: integer("updated_at").notNull(),
   },
-  // One secondary index only: each one is another row written per event, on every step.
-  // Reports across all customers scan the time range, which is most of the table anyway.
-  (t) => [index("cost_events_customer_at").on(t.customerId, t.at)],
+  (t) => [primaryKey({ columns: [t.hour, t.customerId, t.runId, t.model, t.part] }), index("cost_rollups_customer_hour").on(t.customerId, t.hour)],
+);
+
+/**
+ * Messages the events queue gave up on (its dead-letter queue), kept whole: nothing the
+ * platform meant to record is dropped without a trace. `applied_at` is set once the message's
+ * effect reached D1 after all.
+ */
+export const deadEvents = sqliteTable(
+  "dead_events",
+  {
+    id: text("id").primaryKey(),
+    kind: text("kind").notNull(),
+    body: text("body").notNull(),
+    receivedAt: integer("received_at").notNull(),
+    appliedAt: integer("applied_at"),
+    error: text("error"),
+  },
+  (t) => [index("dead_events_received").on(t.receivedAt)],
 );

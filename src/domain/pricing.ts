@@ -5,6 +5,7 @@
  * is an exact sum of events.
  */
 import { divideHalfEven, usdToNano } from "./money";
+import type { TokenUsage } from "./token-usage";
 
 /** Billable infrastructure meters and the unit each is counted in. */
 export const INFRA_METERS = {
@@ -87,19 +88,7 @@ export function priceInForce<T extends { effectiveFrom: number; version: string 
   return best;
 }
 
-/**
- * Tokens an AI call used, for cost accounting. Each token is counted in exactly one field,
- * because each field is priced on its own line: `inputTokens` are uncached input tokens
- * (cached ones are in `cachedTokens`), `outputTokens` exclude reasoning tokens (those are in
- * `reasoningTokens`, billed at the model's reasoning price or else its output price).
- */
-export interface TokenUsage {
-  model: string;
-  inputTokens: number;
-  outputTokens: number;
-  cachedTokens?: number;
-  reasoningTokens?: number;
-}
+export type { TokenUsage } from "./token-usage";
 
 export interface PricedQuantity {
   meter: TokenMeter | InfraMeter;
@@ -140,13 +129,7 @@ export function priceInfra(meter: InfraMeter, quantity: number, price: InfraPric
   return { meter, model: null, quantity: q, perMillion: price.perMillion, nanoUsd: costNano(q, price.perMillion), priceVersion: price.version, estimated };
 }
 
-/** Worst case of a call before it runs: every prompt token uncached, every allowed output token used. */
-export function worstCaseTokenCost(price: ModelPrice, promptTokens: number, maxOutputTokens: number): bigint {
-  return costNano(BigInt(promptTokens), price.input) + costNano(BigInt(maxOutputTokens), price.reasoning !== null && price.reasoning > price.output ? price.reasoning : price.output);
-}
-
-/** Model names as vendors spell them: "gpt-4o-mini", "claude-sonnet-4", "openai/gpt-4o", "llama-3.1:8b". */
-export const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$/;
+export { MODEL_NAME } from "./token-usage";
 
 export const isTokenMeter = (meter: string): meter is TokenMeter => (TOKEN_METERS as readonly string[]).includes(meter);
 export const isInfraMeter = (meter: string): meter is InfraMeter => Object.hasOwn(INFRA_METERS, meter);

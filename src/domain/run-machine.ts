@@ -120,6 +120,16 @@ export interface Outcome {
   statusChanged: boolean;
   /** A step started within this command (inline continuation): its lease. */
   started: StartedStep | null;
+  /** Attempts this command ended, however (succeeded, failed, expired, cancelled): each is billed. */
+  closed: ClosedAttempt[];
+}
+
+export interface ClosedAttempt {
+  stepIndex: number;
+  leaseId: string;
+  attempt: number;
+  startedAt: number;
+  finishedAt: number;
 }
 
 export interface StartedStep {
@@ -154,6 +164,7 @@ const newOutcome = (): Outcome => ({
   deadLetters: [],
   statusChanged: false,
   started: null,
+  closed: [],
 });
 
 function setRunStatus(state: RunState, status: RunStatus, out: Outcome) {
@@ -172,6 +183,7 @@ export function mergeOutcomes(first: Outcome, second: Outcome): Outcome {
     deadLetters: [...first.deadLetters, ...second.deadLetters],
     statusChanged: first.statusChanged || second.statusChanged,
     started: second.started,
+    closed: [...first.closed, ...second.closed],
   };
 }
 
@@ -262,23 +274,37 @@ function advance(state: RunState, clock: Clock, out: Outcome, inline: boolean) {
 }
 
 /** A worker picked up a dispatch: it gets a lease on a new attempt. */
+/**
+ * Why a dispatch cannot start its step now, or null when it can. With `startStep`'s own guards,
+ * so a caller can act before starting (hold a budget for the attempt) without a second copy.
+ */
+export function startRefusal(state: RunState, msg: Dispatch): Rejection | null {
+  if (isTerminalRun(state.status)) return "run_finished";
+  const step = state.steps[msg.stepIndex];
+  if (!step) return "unknown_step";
+  if (msg.dispatch !== step.dispatch) return "stale_dispatch";
+  if (step.status === "running") return "already_running";
+  if (step.status !== "queued") return "not_queued";
+  return null;
+}
+
+/** The lease the step's next attempt will hold: step.dispatch.attempt. */
+export const nextLeaseId = (step: StepState) => `${step.index}.${step.dispatch}.${step.attempts + 1}`;
+
 export function startStep(
   state: RunState,
   msg: Dispatch,
   clock: Clock,
   into?: Outcome,
 ): CommandResult {
-  if (isTerminalRun(state.status)) return { ok: false, reason: "run_finished" };
-  const step = state.steps[msg.stepIndex];
-  if (!step) return { ok: false, reason: "unknown_step" };
-  if (msg.dispatch !== step.dispatch) return { ok: false, reason: "stale_dispatch" };
-  if (step.status === "running") return { ok: false, reason: "already_running" };
-  if (step.status !== "queued") return { ok: false, reason: "not_queued" };
+  const refusal = startRefusal(state, msg);
+  if (refusal) return { ok: false, reason: refusal };
+  const step = state.steps[msg.stepIndex]!;
 
   const out = into ?? newOutcome();
+  step.leaseId = nextLeaseId(step);
   step.status = "running";
   step.attempts += 1;
-  step.leaseId = `${msg.stepIndex}.${step.dispatch}.${step.attempts}`;
   step.deadline = clock.now + clock.leaseMs;
   step.notBefore = null;
   step.startedAt = clock.now;
@@ -308,12 +334,13 @@ export function heartbeat(state: RunState, leaseId: string, clock: Clock): Comma
   return { ok: true, outcome: out };
 }
 
-function closeAttempt(step: StepState, clock: Clock, outcome: AttemptRecord["outcome"], failure?: AttemptRecord["failure"]) {
+function closeAttempt(step: StepState, clock: Clock, out: Outcome, outcome: AttemptRecord["outcome"], failure?: AttemptRecord["failure"]) {
   const record = step.history[step.history.length - 1];
   if (record && record.outcome === "running") {
     record.finishedAt = clock.now;
     record.outcome = outcome;
     if (failure) record.failure = failure;
+    out.closed.push({ stepIndex: step.index, leaseId: record.leaseId, attempt: record.attempt, startedAt: record.startedAt, finishedAt: clock.now });
   }
 }
 
@@ -333,7 +360,7 @@ export function completeStep(
   step.leaseId = null;
   step.deadline = null;
   step.finishedAt = clock.now;
-  closeAttempt(step, clock, "succeeded");
+  closeAttempt(step, clock, out, "succeeded");
   out.touched.add(step.index);
   out.events.push({
     type: "step.succeeded",
@@ -356,7 +383,7 @@ export function failStep(state: RunState, leaseId: string, failure: StepFailure,
 function recordFailure(state: RunState, step: StepState, failure: StepFailure, clock: Clock, out: Outcome) {
   const name = state.def.steps[step.index]!.name;
   const error = { type: failure.type, message: failure.message };
-  closeAttempt(step, clock, "failed", error);
+  closeAttempt(step, clock, out, "failed", error);
   step.error = error;
   step.leaseId = null;
   step.deadline = null;
@@ -423,7 +450,7 @@ export function failDeadLetteredDispatch(state: RunState, msg: Dispatch, reason:
 
 /** Ends a queued, running or waiting step: its attempt (if one runs) is closed, its timers cleared. */
 function endActiveStep(step: StepState, status: "failed" | "cancelled", failure: { type: FailureType; message: string }, clock: Clock, out: Outcome) {
-  if (step.status === "running") closeAttempt(step, clock, "failed", failure);
+  if (step.status === "running") closeAttempt(step, clock, out, "failed", failure);
   step.status = status;
   step.leaseId = null;
   step.deadline = null;

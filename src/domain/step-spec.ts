@@ -5,6 +5,8 @@ import { RetryPolicySchema } from "./retry-policy";
 import { PRIORITIES } from "./run-status";
 
 export const MAX_STEPS_PER_RUN = 100;
+/** A step attempt runs at most this long (its timeoutMs, when shorter): the consumer aborts it then. */
+export const MAX_STEP_TIMEOUT_MS = 900_000;
 
 export const StepSpecSchema = z
   .object({
@@ -12,7 +14,7 @@ export const StepSpecSchema = z
     type: z.string().min(1).max(64),
     config: z.record(z.string(), z.unknown()).default({}),
     retry: RetryPolicySchema.optional(),
-    timeoutMs: z.number().int().min(1).max(900_000).optional(),
+    timeoutMs: z.number().int().min(1).max(MAX_STEP_TIMEOUT_MS).optional(),
   })
   .strict();
 export type StepSpec = z.infer<typeof StepSpecSchema>;

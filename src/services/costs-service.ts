@@ -1,14 +1,16 @@
 /**
- * Cost reports over `cost_events`: every figure is an exact SQL sum of priced events, read
- * back as decimal text (CAST(SUM(…) AS TEXT)) into bigint so no total passes through a double
- * (and split in two so no sum overflows SQLite's 64-bit integers either: see `splitSum`).
+ * Cost reports over `cost_rollups` (each run's priced cost per UTC hour and model): every figure
+ * is an exact SQL sum, read back as decimal text (CAST(SUM(…) AS TEXT)) into bigint so no total
+ * passes through a double, and split in two so no sum overflows SQLite's 64-bit integers either
+ * (see `splitSum`). Every query reads an index: the primary key (hour first) for time ranges
+ * across customers, `cost_rollups_customer_hour` for one customer.
  */
 import type { Principal } from "../api/context";
 import { ApiError } from "../api/errors";
 import { allocateFixedCost, ALLOCATION_METHODS, type AllocationMethod, type CustomerMonth } from "../domain/allocation";
-import { summarizeCosts, type CostEvent } from "../domain/cost-events";
+import { HOUR_MS, hourOf } from "../domain/cost-records";
 import { divideHalfEven, nanoJson, nanoToUsdString, usdToNano } from "../domain/money";
-import { TOKEN_METERS } from "../domain/pricing";
+import type { RunRollup } from "../data-plane/messages";
 import { countD1 } from "../lib/usage";
 
 export const COST_GROUPS = ["customer", "project", "runType", "model", "pool"] as const;
@@ -20,25 +22,38 @@ export type CostBucket = (typeof COST_BUCKETS)[number];
 export const MAX_REPORT_ROWS = 10_000;
 
 // SQL fragments chosen from closed lists; nothing a client sends is ever spliced into SQL.
+// The AI part of a row is keyed by its model; a row's infrastructure (model "") by "(infra)".
 const GROUP_KEY: Record<CostGroup, string> = {
   customer: "customer_id",
   project: "project_id",
   runType: "COALESCE(run_type, '(inline)')",
-  model: "COALESCE(model, '(infra)')",
+  model: "model",
   pool: "pool",
 };
-// `at` is ms; integer division gives whole seconds for 'unixepoch'. Weeks start on Monday:
+// `hour` is ms; integer division gives whole seconds for 'unixepoch'. Weeks start on Monday:
 // six days back, then forward to the next Monday, lands on the Monday on or before the day.
 const BUCKET_START: Record<CostBucket, string> = {
-  hour: "strftime('%Y-%m-%dT%H:00:00.000Z', at / 1000, 'unixepoch')",
-  day: "strftime('%Y-%m-%dT00:00:00.000Z', at / 1000, 'unixepoch')",
-  week: "strftime('%Y-%m-%dT00:00:00.000Z', at / 1000, 'unixepoch', '-6 days', 'weekday 1')",
-  month: "strftime('%Y-%m-01T00:00:00.000Z', at / 1000, 'unixepoch')",
+  hour: "strftime('%Y-%m-%dT%H:00:00.000Z', hour / 1000, 'unixepoch')",
+  day: "strftime('%Y-%m-%dT00:00:00.000Z', hour / 1000, 'unixepoch')",
+  week: "strftime('%Y-%m-%dT00:00:00.000Z', hour / 1000, 'unixepoch', '-6 days', 'weekday 1')",
+  month: "strftime('%Y-%m-01T00:00:00.000Z', hour / 1000, 'unixepoch')",
 };
 const BUCKET_MS: Record<CostBucket, number> = { hour: 3_600_000, day: 86_400_000, week: 7 * 86_400_000, month: 28 * 86_400_000 };
 
-const TOKEN_METER_LIST = TOKEN_METERS.map((m) => `'${m}'`).join(", ");
-const AI_NANO = `CASE WHEN meter IN (${TOKEN_METER_LIST}) THEN nano_usd ELSE 0 END`;
+const TOKEN_COLUMNS = "input_tokens, cached_input_tokens, output_tokens, reasoning_tokens";
+
+/**
+ * The rows a report sums, as (part_total, part_ai, tokens…). Grouped by model, each row counts
+ * twice: its AI under its model, its infrastructure under "(infra)".
+ */
+function reportParts(where: string, byModel: boolean): string {
+  if (!byModel) return `SELECT *, nano_usd AS part_total, ai_nano_usd AS part_ai FROM cost_rollups WHERE ${where}`;
+  return `SELECT hour, customer_id, project_id, run_type, pool, run_id, model, ai_nano_usd AS part_total, ai_nano_usd AS part_ai, ${TOKEN_COLUMNS}
+            FROM cost_rollups WHERE ${where} AND model != ''
+          UNION ALL
+          SELECT hour, customer_id, project_id, run_type, pool, run_id, '(infra)', infra_nano_usd, 0, 0, 0, 0, 0
+            FROM cost_rollups WHERE ${where} AND infra_nano_usd != 0`;
+}
 
 /**
  * An exact SUM of nano-USD as two text columns, whole USD and the nano-USD below a dollar:
@@ -52,12 +67,12 @@ const exactSum = (row: Record<string, unknown>, alias: string) =>
 
 const FIGURES = `
   COUNT(DISTINCT run_id) AS runs,
-  ${splitSum("nano_usd", "total")},
-  ${splitSum(AI_NANO, "ai")},
-  CAST(SUM(CASE WHEN meter = 'input_tokens' THEN quantity ELSE 0 END) AS TEXT) AS input_tokens,
-  CAST(SUM(CASE WHEN meter = 'cached_input_tokens' THEN quantity ELSE 0 END) AS TEXT) AS cached_tokens,
-  CAST(SUM(CASE WHEN meter = 'output_tokens' THEN quantity ELSE 0 END) AS TEXT) AS output_tokens,
-  CAST(SUM(CASE WHEN meter = 'reasoning_tokens' THEN quantity ELSE 0 END) AS TEXT) AS reasoning_tokens`;
+  ${splitSum("part_total", "total")},
+  ${splitSum("part_ai", "ai")},
+  CAST(SUM(input_tokens) AS TEXT) AS input_tokens,
+  CAST(SUM(cached_input_tokens) AS TEXT) AS cached_tokens,
+  CAST(SUM(output_tokens) AS TEXT) AS output_tokens,
+  CAST(SUM(reasoning_tokens) AS TEXT) AS reasoning_tokens`;
 
 interface FigureRow {
   runs: number;
@@ -121,34 +136,35 @@ export function monthRange(month: string): { from: number; to: number } {
   return { from: Date.UTC(year, index, 1), to: Date.UTC(year, index + 1, 1) };
 }
 
-const COST_EVENT_COLUMNS = [
-  "id", "customer_id", "project_id", "run_id", "run_type", "pool", "step", "attempt", "meter", "model",
-  "quantity", "per_million", "nano_usd", "price_version", "estimated", "at",
+const ROLLUP_COLUMNS = [
+  "hour", "customer_id", "run_id", "model", "part", "project_id", "run_type", "pool",
+  "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens", "ai_nano_usd", "infra_nano_usd", "nano_usd",
+  "attempts", "lines", "price_versions", "version", "updated_at",
 ] as const;
-// D1 binds at most 100 parameters per statement.
-const EVENTS_PER_STATEMENT = Math.floor(100 / COST_EVENT_COLUMNS.length);
+const ROLLUP_UPSERT = `INSERT INTO cost_rollups (${ROLLUP_COLUMNS.join(", ")}) VALUES (${ROLLUP_COLUMNS.map((_, i) => `?${i + 1}`).join(", ")})
+  ON CONFLICT (hour, customer_id, run_id, model, part) DO UPDATE SET
+    ${ROLLUP_COLUMNS.slice(5).map((c) => `${c} = excluded.${c}`).join(", ")}
+  WHERE excluded.version > cost_rollups.version`;
+const STATEMENTS_PER_BATCH = 100;
 
 /**
- * Stores cost events in D1's `cost_events`, the table reports read. INSERT OR IGNORE on the
- * deterministic id: recording an event again (a retried write, a redelivered message)
- * changes nothing. Amounts are bound as decimal text, which the INTEGER columns store as
- * exact 64-bit integers. Returns how many events were new.
+ * Stores runs' cost rollups in D1's `cost_rollups`, the table reports read. Each row is an
+ * upsert guarded by the run's record sequence: an older or repeated rollup changes nothing, a
+ * newer one replaces the rows it holds (a run's rows only ever grow). Amounts are bound as
+ * decimal text, which the INTEGER columns store as exact 64-bit integers.
  */
-export async function recordCostEvents(db: D1Database, events: readonly CostEvent[]): Promise<number> {
-  if (events.length === 0) return 0;
-  const statements: D1PreparedStatement[] = [];
-  for (let i = 0; i < events.length; i += EVENTS_PER_STATEMENT) {
-    const slice = events.slice(i, i + EVENTS_PER_STATEMENT);
-    const placeholders = slice.map(() => `(${COST_EVENT_COLUMNS.map(() => "?").join(", ")})`).join(", ");
-    const binds = slice.flatMap((e) => [
-      e.id, e.customerId, e.projectId, e.runId, e.runType, e.pool, e.step, e.attempt, e.meter, e.model,
-      e.quantity.toString(), e.perMillion.toString(), e.nanoUsd.toString(), e.priceVersion, e.estimated ? 1 : 0, e.at,
-    ]);
-    statements.push(db.prepare(`INSERT OR IGNORE INTO cost_events (${COST_EVENT_COLUMNS.join(", ")}) VALUES ${placeholders}`).bind(...binds));
-  }
-  const results = await db.batch(statements);
-  countD1(results);
-  return results.reduce((n, r) => n + (r.meta.changes ?? 0), 0);
+export async function writeRollups(db: D1Database, rollups: readonly RunRollup[]): Promise<void> {
+  const now = Date.now();
+  const statements = rollups.flatMap((r) =>
+    r.rows.map((row) =>
+      db.prepare(ROLLUP_UPSERT).bind(
+        row.hour, r.customerId, r.runId, row.model, row.part, r.projectId, r.runType, r.pool,
+        row.inputTokens, row.cachedInputTokens, row.outputTokens, row.reasoningTokens, row.aiNanoUsd, row.infraNanoUsd, row.nanoUsd,
+        row.attempts, JSON.stringify(row.lines), row.priceVersions.join(","), r.version, now,
+      ),
+    ),
+  );
+  for (let i = 0; i < statements.length; i += STATEMENTS_PER_BATCH) countD1(await db.batch(statements.slice(i, i + STATEMENTS_PER_BATCH)));
 }
 
 export class CostsService {
@@ -164,8 +180,10 @@ export class CostsService {
   /** GET /v1/costs: cost grouped by one dimension and/or time bucket over [from, to). */
   async report(principal: Principal, query: CostReportQuery, now = Date.now()) {
     const customerId = this.scope(principal, query.customerId);
-    const to = query.to ? Date.parse(query.to) : now;
-    const from = query.from ? Date.parse(query.from) : startOfMonthUtc(to - 1);
+    // Costs are kept per UTC hour: the range widens to whole hours (and says so in the reply).
+    const asked = query.to ? Date.parse(query.to) : now;
+    const to = hourOf(asked - 1) + HOUR_MS;
+    const from = hourOf(query.from ? Date.parse(query.from) : startOfMonthUtc(asked - 1));
     if (!(from < to)) throw new ApiError("validation_failed", "`from` must be before `to`", [{ field: "query.from", message: "must be before `to`" }]);
     if (query.bucket && (to - from) / BUCKET_MS[query.bucket] > MAX_REPORT_ROWS) {
       throw new ApiError("validation_failed", `more than ${MAX_REPORT_ROWS} ${query.bucket} buckets between from and to: narrow the range or use a larger bucket`, [
@@ -176,17 +194,18 @@ export class CostsService {
     const bucket = query.bucket ? BUCKET_START[query.bucket] : "NULL";
     // A project id is chosen by its customer, so two customers may share one: keep them apart.
     const projectOwner = query.groupBy === "project" ? ", customer_id AS owner" : "";
-    const where = `at >= ?1 AND at < ?2${customerId !== undefined ? " AND customer_id = ?3" : ""}`;
+    const where = `hour >= ?1 AND hour < ?2${customerId !== undefined ? " AND customer_id = ?3" : ""}`;
     const binds = customerId !== undefined ? [from, to, customerId] : [from, to];
+    const parts = reportParts(where, query.groupBy === "model");
     const [grouped, totals] = await this.env.DB.batch<FigureRow & { group_key: string; bucket_start: string | null; owner?: string }>([
       this.env.DB.prepare(
         `SELECT ${key} AS group_key, ${bucket} AS bucket_start${projectOwner}, ${FIGURES}
-         FROM cost_events WHERE ${where}
+         FROM (${parts})
          GROUP BY group_key, bucket_start${projectOwner ? ", owner" : ""}
          ORDER BY bucket_start, group_key${projectOwner ? ", owner" : ""}
          LIMIT ${MAX_REPORT_ROWS + 1}`,
       ).bind(...binds),
-      this.env.DB.prepare(`SELECT ${FIGURES} FROM cost_events WHERE ${where}`).bind(...binds),
+      this.env.DB.prepare(`SELECT ${FIGURES} FROM (${reportParts(where, false)})`).bind(...binds),
     ]);
     countD1([grouped!, totals!]);
     const rows = grouped!.results;
@@ -243,8 +262,8 @@ export class CostsService {
       db.prepare("SELECT customer_id, COUNT(*) AS runs FROM runs WHERE created_at >= ?1 AND created_at < ?2 GROUP BY customer_id").bind(from, to),
       db
         .prepare(
-          `SELECT customer_id, ${splitSum("nano_usd", "total")}, ${splitSum(AI_NANO, "ai")}
-           FROM cost_events WHERE at >= ?1 AND at < ?2 GROUP BY customer_id`,
+          `SELECT customer_id, ${splitSum("nano_usd", "total")}, ${splitSum("ai_nano_usd", "ai")}
+           FROM cost_rollups WHERE hour >= ?1 AND hour < ?2 GROUP BY customer_id`,
         )
         .bind(from, to),
     ]);
@@ -301,19 +320,4 @@ export class CostsService {
       marginUsd: nanoToUsdString(margin),
     };
   }
-}
-
-/** One run's cost from its recorded events: totals, and lines by meter and model. */
-export async function runCost(db: D1Database, runId: string) {
-  const rows = await db
-    .prepare(
-      `SELECT meter, model, CAST(SUM(quantity) AS TEXT) AS quantity, CAST(SUM(nano_usd) AS TEXT) AS nano_usd, MAX(estimated) AS estimated
-       FROM cost_events WHERE run_id = ? GROUP BY meter, model ORDER BY meter, model`,
-    )
-    .bind(runId)
-    .all<{ meter: string; model: string | null; quantity: string; nano_usd: string; estimated: number }>();
-  countD1(rows);
-  const lines = rows.results.map((r) => ({ meter: r.meter, model: r.model, quantity: BigInt(r.quantity), nanoUsd: BigInt(r.nano_usd), estimated: r.estimated === 1 }));
-  const summary = summarizeCosts(lines);
-  return { ...summary, lines };
 }

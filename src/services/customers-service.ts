@@ -1,6 +1,7 @@
 import { and, asc, eq, gt, isNull } from "drizzle-orm";
 import type { DrizzleD1Database } from "drizzle-orm/d1";
-import type { LedgerSummary } from "../../durable-objects/customer-ledger";
+import { ledgerStub, type LedgerSummary } from "../../durable-objects/ledger/rpc";
+import { monthRange } from "./costs-service";
 import { ApiError } from "../api/errors";
 import { apiKeys, customers } from "../db/schema";
 import { nanoJson, nanoToUsdString, usdToNano } from "../domain/money";
@@ -36,7 +37,7 @@ export class CustomersService {
   ) {}
 
   private ledger(customerId: string) {
-    return this.env.CUSTOMER_LEDGER.get(this.env.CUSTOMER_LEDGER.idFromName(customerId));
+    return ledgerStub(this.env, customerId);
   }
 
   async create(input: NewCustomer) {
@@ -118,6 +119,44 @@ export class CustomersService {
     return this.get(id);
   }
 
+  /**
+   * GET /v1/customers/:id/ledger: the ledger as it stands (spend, holds, what is in flight) and
+   * a reconciliation with D1 run now for `month` (default this month), which repairs D1 where
+   * it is behind and reports what nothing explains.
+   */
+  async ledgerView(id: string, month?: string) {
+    if (!(await this.exists(id))) throw new ApiError("not_found", `customer "${id}" not found`);
+    if (month !== undefined) monthRange(month);
+    const ledger = this.ledger(id);
+    const [view, reconciliation] = await Promise.all([ledger.view(), ledger.reconcile({ customerId: id, month })]);
+    const money = (nano: string) => ({ nanoUsd: nanoJson(BigInt(nano)), usd: nanoToUsdString(BigInt(nano)) });
+    const limit = view.budget.limitNanoUsd === null ? null : BigInt(view.budget.limitNanoUsd);
+    const nanoField = (nano: string) => nanoJson(BigInt(nano));
+    return {
+      customerId: id,
+      month: view.month,
+      spend: money(view.spendNanoUsd),
+      held: money(view.heldNanoUsd),
+      remaining: view.remainingNanoUsd === null ? null : money(view.remainingNanoUsd),
+      budget: limit === null ? null : { monthlyLimitNanoUsd: nanoJson(limit), monthlyLimitUsd: nanoToUsdString(limit), softThresholds: view.budget.softThresholds },
+      budgetState: view.state,
+      holds: view.holds.map((h) => ({ id: h.id, runId: h.runId, ...money(h.nanoUsd), expiresAt: new Date(h.expiresAt).toISOString() })),
+      runsInFlight: view.runsInFlight,
+      pendingForD1: view.pendingForD1,
+      reconciliation: {
+        month: reconciliation.month,
+        ledgerNanoUsd: nanoField(reconciliation.ledgerNanoUsd),
+        d1NanoUsd: nanoField(reconciliation.d1NanoUsd),
+        differenceNanoUsd: nanoField(reconciliation.differenceNanoUsd),
+        runsCompared: reconciliation.runsCompared,
+        repaired: reconciliation.repaired.map((r) => ({ runId: r.runId, ledgerNanoUsd: nanoField(r.ledgerNanoUsd), d1NanoUsd: nanoField(r.d1NanoUsd) })),
+        unexplained: reconciliation.unexplained.map((u) => ({ runId: u.runId, ledgerNanoUsd: nanoField(u.ledgerNanoUsd), d1NanoUsd: nanoField(u.d1NanoUsd), reason: u.reason })),
+        detailKept: reconciliation.detailKept,
+        checkedAt: new Date(reconciliation.checkedAt).toISOString(),
+      },
+    };
+  }
+
   async createKey(id: string) {
     if (!(await this.exists(id))) throw new ApiError("not_found", `customer "${id}" not found`);
     const key = await this.mintKey(id, Date.now());
@@ -156,7 +195,16 @@ function present(row: CustomerRow, ledger: LedgerSummary, keys: { id: string; pr
       limit === null
         ? null
         : { monthlyLimitNanoUsd: money(limit).nanoUsd, monthlyLimitUsd: money(limit).usd, softThresholds: JSON.parse(row.budgetSoftThresholds) as number[] },
-    spend: { month: ledger.month, monthToDateNanoUsd: money(spend).nanoUsd, monthToDateUsd: money(spend).usd, budgetState: ledger.state },
+    spend: {
+      month: ledger.month,
+      monthToDateNanoUsd: money(spend).nanoUsd,
+      monthToDateUsd: money(spend).usd,
+      heldNanoUsd: money(BigInt(ledger.heldNanoUsd)).nanoUsd,
+      heldUsd: money(BigInt(ledger.heldNanoUsd)).usd,
+      remainingNanoUsd: ledger.remainingNanoUsd === null ? null : money(BigInt(ledger.remainingNanoUsd)).nanoUsd,
+      remainingUsd: ledger.remainingNanoUsd === null ? null : money(BigInt(ledger.remainingNanoUsd)).usd,
+      budgetState: ledger.state,
+    },
     ...(keys ? { keys: keys.map((k) => ({ id: k.id, prefix: k.prefix, createdAt: new Date(k.createdAt).toISOString() })) } : {}),
   };
 }

@@ -1,7 +1,8 @@
 import { and, desc, eq, gte, lte, sql, type SQL } from "drizzle-orm";
 import type { DrizzleD1Database } from "drizzle-orm/d1";
-import { runStub } from "../../durable-objects/run-coordinator-rpc";
+import { runStub } from "../../durable-objects/run/rpc";
 import { ApiError } from "../api/errors";
+import { resumeAdmitted } from "./admission";
 import { alerts, dlqEntries } from "../db/schema";
 
 export interface DlqFilter {
@@ -76,6 +77,8 @@ export class DlqService {
     const row = await this.db.select().from(dlqEntries).where(eq(dlqEntries.id, id)).get();
     if (!row) throw new ApiError("not_found", `dead-letter entry "${id}" not found`);
     if (row.state !== "open") throw new ApiError("conflict", `dead-letter entry "${id}" is ${row.state}, not open`);
+    const customerId = row.customerId ?? (await runStub(this.env, row.runId).get())?.customerId;
+    if (customerId) await resumeAdmitted(this.env, customerId, row.runId);
     const reply = await runStub(this.env, row.runId).resume();
     if (!reply.ok) {
       throw new ApiError("conflict", `run "${row.runId}" is ${reply.run?.status ?? "unknown"}; only a failed run can be retried`);

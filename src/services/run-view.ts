@@ -1,23 +1,23 @@
-import type { RunEvent, RunSnapshot } from "../../durable-objects/run-coordinator-rpc";
+import type { RunCostView, RunEvent, RunSnapshot } from "../../durable-objects/run/rpc";
 import { nanoJson, nanoToUsdString } from "../domain/money";
-import type { CostSummary } from "../domain/cost-events";
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
-/** A run as the API shows it: ISO timestamps, derived duration, cost. */
-export function presentCost(cost: CostSummary) {
+/** A run's cost as the API shows it: exact nano-USD (JSON integers while exact) and a display string. */
+export function presentCost(cost: RunCostView) {
+  const total = BigInt(cost.totalNanoUsd);
   return {
-    totalNanoUsd: nanoJson(cost.totalNanoUsd),
-    aiNanoUsd: nanoJson(cost.aiNanoUsd),
-    infraNanoUsd: nanoJson(cost.infraNanoUsd),
-    totalUsd: nanoToUsdString(cost.totalNanoUsd),
+    totalNanoUsd: nanoJson(total),
+    aiNanoUsd: nanoJson(BigInt(cost.aiNanoUsd)),
+    infraNanoUsd: nanoJson(BigInt(cost.infraNanoUsd)),
+    totalUsd: nanoToUsdString(total),
+    /** Every cost record is priced and counted in the customer's ledger (and on its way to D1's reports). */
+    settled: cost.settled,
   };
 }
 
-const NO_COST: CostSummary = { totalNanoUsd: 0n, aiNanoUsd: 0n, infraNanoUsd: 0n };
-
-/** `cost` is the sum of the run's recorded cost events (recorded as each step reports). */
-export function presentRun(run: RunSnapshot, cost: CostSummary = NO_COST) {
+/** A run as the API shows it: ISO timestamps, derived duration, and its cost (the sum of its priced cost records). */
+export function presentRun(run: RunSnapshot) {
   return {
     id: run.id,
     customerId: run.customerId,
@@ -43,7 +43,7 @@ export function presentRun(run: RunSnapshot, cost: CostSummary = NO_COST) {
       finishedAt: iso(s.finishedAt),
     })),
     ...(run.failure ? { failure: run.failure } : {}),
-    cost: presentCost(cost),
+    cost: presentCost(run.cost),
   };
 }
 export type RunView = ReturnType<typeof presentRun>;

@@ -1,4 +1,4 @@
-import { runStub } from "../../durable-objects/run-coordinator-rpc";
+import { runStub } from "../../durable-objects/run/rpc";
 import { and, desc, eq, gte, lt, lte, or, type SQL } from "drizzle-orm";
 import type { DrizzleD1Database } from "drizzle-orm/d1";
 import type { RunDefinition } from "../domain/run-machine";
@@ -13,8 +13,8 @@ import { fingerprint, newId, runIdForIdempotencyKey } from "../lib/ids";
 import { countD1 } from "../lib/usage";
 import type { CustomersService } from "./customers-service";
 import { presentCost, presentEvent, presentRun } from "./run-view";
-import { runCost } from "./costs-service";
-import { ledgerStub } from "../../durable-objects/customer-ledger";
+import type { RunCoordinatorApi } from "../../durable-objects/run/rpc";
+import { admitRun, releaseCreationHold, resumeAdmitted } from "./admission";
 import { modelsNamedBySteps } from "../domain/step-models";
 import type { PricingService } from "./pricing-service";
 import { nanoJson } from "../domain/money";
@@ -107,12 +107,9 @@ export class RunsService {
     assertKnownPool(pool, "pool");
     // An unpriced model is refused now, never run at a silent zero cost.
     await this.pricing.assertKnownModels(modelsNamedBySteps(steps, body.runType ? "runType" : "steps"));
-    const admission = await ledgerStub(this.env, customerId).admit();
-    if (!admission.allowed) {
-      throw new ApiError("budget_exhausted", `customer "${customerId}" has spent its monthly budget (${admission.summary.budget.limitNanoUsd} nano-USD); new runs are refused until it is raised or the month ends`);
-    }
     const retry: RetryPolicy | undefined = runType?.retry;
     const id = body.idempotencyKey ? await runIdForIdempotencyKey(customerId, body.idempotencyKey) : newId("run");
+    const admission = await admitRun(this.env, customerId, id, { creation: true });
     const now = Date.now();
     const def: RunDefinition = {
       id,
@@ -131,7 +128,15 @@ export class RunsService {
       budgetLimited: admission.limited,
       createdAt: now,
     };
-    const result = await this.stub(id).create(def);
+    let result: Awaited<ReturnType<RunCoordinatorApi["create"]>>;
+    try {
+      result = await this.stub(id).create(def);
+    } catch (err) {
+      this.waitUntil(releaseCreationHold(this.env, customerId, admission).catch(() => {}));
+      throw err;
+    }
+    // A replay makes no run: the hold placed for creating one is let go at once.
+    if (!result.ok || !result.created) this.waitUntil(releaseCreationHold(this.env, customerId, admission).catch(() => {}));
     if (!result.ok) {
       throw new ApiError("idempotency_key_reused", `idempotency key "${body.idempotencyKey}" was already used for a different request (run ${result.run.id})`, [
         { field: "idempotencyKey", message: "already used with a different request body" },
@@ -173,18 +178,17 @@ export class RunsService {
   }
 
   async get(principal: Principal, runId: string) {
-    const [run, cost] = await Promise.all([this.snapshot(principal, runId), runCost(this.env.DB, runId)]);
-    return presentRun(run, cost);
+    return presentRun(await this.snapshot(principal, runId));
   }
 
-  /** GET /v1/runs/:id/cost: the run's cost by meter (tokens by model, infrastructure operations). */
+  /** GET /v1/runs/:id/cost: the run's cost by meter (tokens by model, infrastructure operations), from the run's own cost records. */
   async cost(principal: Principal, runId: string) {
-    await this.snapshot(principal, runId);
-    const cost = await runCost(this.env.DB, runId);
+    const { cost } = await this.snapshot(principal, runId);
     return {
       runId,
       ...presentCost(cost),
-      lines: cost.lines.map((l) => ({ meter: l.meter, model: l.model, quantity: nanoJson(l.quantity), nanoUsd: nanoJson(l.nanoUsd), estimated: l.estimated })),
+      pendingRecords: cost.pendingRecords,
+      lines: cost.lines.map((l) => ({ meter: l.meter, model: l.model, quantity: nanoJson(BigInt(l.quantity)), nanoUsd: nanoJson(BigInt(l.nanoUsd)), estimated: l.estimated })),
     };
   }
 
@@ -201,7 +205,8 @@ export class RunsService {
   }
 
   async resume(principal: Principal, runId: string) {
-    await this.snapshot(principal, runId);
+    const run = await this.snapshot(principal, runId);
+    await resumeAdmitted(this.env, run.customerId, runId);
     const reply = await this.stub(runId).resume();
     if (!reply.ok) throw new ApiError("conflict", `run "${runId}" is ${reply.run?.status}; only a failed run can be resumed`);
     return presentRun(reply.run);

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { MODEL_NAME } from "../domain/pricing";
+import { MODEL_NAME } from "../domain/token-usage";
 import { classifyHttpStatus } from "./http";
 import { fail, type StepResult, type StepType, type TokenUsage } from "./step-type";
 
@@ -24,18 +24,23 @@ export const LlmConfig = z
 export type LlmConfig = z.infer<typeof LlmConfig>;
 export type LlmMessage = z.infer<typeof Message>;
 
-/** Tokens a message adds beyond its text (role, separators): OpenAI's chat format uses about 4. */
-const TOKENS_PER_MESSAGE = 4;
+/** Tokens a message adds beyond its text (role, separators): OpenAI's chat format uses about 4; 8 is a safe bound. */
+const TOKENS_PER_MESSAGE = 8;
+
+/** The output limit sent to the endpoint when a step names none, and held for under a hard budget. */
+export const DEFAULT_MAX_TOKENS = 4096;
+
+/** What the call may generate at most: the step's `maxTokens`, or DEFAULT_MAX_TOKENS (always sent as `max_tokens`). */
+export const maxTokensOf = (config: Pick<LlmConfig, "maxTokens">) => config.maxTokens ?? DEFAULT_MAX_TOKENS;
 
 /**
- * An estimate, not a count: about one token per 4 bytes of UTF-8 (so non-Latin text, which
- * takes more tokens per character, is not underestimated as badly as per character), rounded
- * up, plus a few tokens of framing per message. For budget reservations before a call; the
- * bill always uses the `usage` the endpoint reports.
+ * An upper bound, not an estimate: one token per byte of UTF-8 (a byte-level BPE token covers
+ * at least one byte), plus the framing of each message. A hard budget holds this much input
+ * before the call; the bill always uses the `usage` the endpoint reports.
  */
-export function estimatePromptTokens(messages: readonly { content: string }[]): number {
+export function promptTokenBound(messages: readonly { content: string }[]): number {
   const encoder = new TextEncoder();
-  return messages.reduce((sum, m) => sum + Math.ceil(encoder.encode(m.content).length / 4) + TOKENS_PER_MESSAGE, 0);
+  return messages.reduce((sum, m) => sum + encoder.encode(m.content).length + TOKENS_PER_MESSAGE, 0);
 }
 
 const isCount = (n: unknown): n is number => typeof n === "number" && Number.isSafeInteger(n) && n >= 0;
@@ -93,7 +98,8 @@ export async function executeLlm(config: LlmConfig, ctx: { signal: AbortSignal; 
   const headers = new Headers({ "content-type": "application/json" });
   if (ctx.env.LLM_API_KEY && base === platformBase) headers.set("authorization", `Bearer ${ctx.env.LLM_API_KEY}`);
   const body: Record<string, unknown> = { model: config.model, messages: config.messages };
-  if (config.maxTokens !== undefined) body.max_tokens = config.maxTokens;
+  // Always bounded, so what a hard budget held for the call is what it may cost.
+  body.max_tokens = maxTokensOf(config);
   if (config.temperature !== undefined) body.temperature = config.temperature;
 
   let response: Response;
@@ -143,4 +149,5 @@ export const llmStep: StepType<LlmConfig> = {
     "Calls an OpenAI-compatible chat completions endpoint and records its token usage. 5xx, 429 and network errors are transient (Retry-After honoured); other 4xx are permanent.",
   configSchema: LlmConfig,
   execute: (config, ctx) => executeLlm(config, ctx),
+  worstCaseTokens: (config) => [{ model: config.model, promptTokens: promptTokenBound(config.messages), outputTokens: maxTokensOf(config) }],
 };

@@ -1,9 +1,10 @@
-import type { TokenUsage } from "../domain/pricing";
 import type { z } from "zod";
 import type { StepFailure } from "../domain/run-machine";
+import type { TokenUsage } from "../domain/token-usage";
+import type { WorstCaseTokens } from "../domain/worst-case";
 
-/** Tokens an AI call used, one field per priced line: see TokenUsage in src/domain/pricing.ts. */
-export type { TokenUsage } from "../domain/pricing";
+/** Tokens an AI call used, one field per priced line: see src/domain/token-usage.ts. */
+export type { TokenUsage } from "../domain/token-usage";
 
 export type StepResult =
   | { ok: true; output: unknown; usage?: TokenUsage[] }
@@ -31,6 +32,12 @@ export interface StepType<Config = unknown> {
   configSchema: z.ZodType<Config>;
   durable?: boolean;
   execute(config: Config, ctx: StepContext): Promise<StepResult>;
+  /**
+   * The most tokens one attempt can be billed for, from its resolved config: what a hard budget
+   * holds before the attempt runs (with the attempt's infrastructure). Types that call no model
+   * leave it out; a type that reports usage must not report more than this.
+   */
+  worstCaseTokens?(config: Config): WorstCaseTokens[];
 }
 
 export const fail = (type: StepFailure["type"], message: string, retryAfterMs?: number): StepResult => ({

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { TokenUsageSchema } from "../domain/token-usage";
 import { delay, fail, type StepType } from "./step-type";
 
 const SyntheticConfig = z
@@ -9,15 +10,7 @@ const SyntheticConfig = z
     failUntil: z.iso.datetime({ offset: true }).optional().describe("Fail every attempt that starts before this time."),
     failRate: z.number().min(0).max(1).optional().describe("Fail at random with this probability."),
     failKind: z.enum(["transient", "permanent"]).optional(),
-    usage: z
-      .object({
-        model: z.string().min(1).max(200),
-        inputTokens: z.number().int().min(0),
-        outputTokens: z.number().int().min(0),
-        cachedTokens: z.number().int().min(0).optional(),
-      })
-      .strict()
-      .optional(),
+    usage: TokenUsageSchema.optional().describe("Token usage the step reports on success, within the platform's bounds."),
   })
   .strict();
 
@@ -44,4 +37,9 @@ export const syntheticStep: StepType<z.infer<typeof SyntheticConfig>> = {
       usage: config.usage ? [config.usage] : undefined,
     };
   },
+  // It reports exactly its configured usage: that is its worst case.
+  worstCaseTokens: (config) =>
+    config.usage
+      ? [{ model: config.usage.model, promptTokens: config.usage.inputTokens + (config.usage.cachedTokens ?? 0), outputTokens: config.usage.outputTokens + (config.usage.reasoningTokens ?? 0) }]
+      : [],
 };

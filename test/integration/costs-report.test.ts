@@ -1,12 +1,14 @@
 import { env } from "cloudflare:workers";
 import fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
-import type { CostEvent } from "../../src/domain/cost-events";
-import { CostsService, recordCostEvents } from "../../src/services/costs-service";
+import { rollupToWire, type RunRollup } from "../../src/data-plane/messages";
+import { buildRollup, type CostRecord } from "../../src/domain/cost-records";
+import { isTokenMeter } from "../../src/domain/pricing";
+import { CostsService, writeRollups } from "../../src/services/costs-service";
 import { api } from "../helpers";
 
-// Cost events are written straight into D1 here: these tests are about the reports over them,
-// not about how runs produce them.
+// Costs are written straight into D1 here, through the same rollup builder and writer the
+// platform uses: these tests are about the reports over them, not about how runs produce them.
 interface Row {
   customer: string;
   project: string;
@@ -21,29 +23,24 @@ interface Row {
   at: string | number;
 }
 
-let seq = 0;
+/** Each row becomes one priced cost record of its run; each run's records become its rollup. */
 async function insertEvents(rows: Row[]) {
-  await env.DB.batch(
-    rows.map((r) =>
-      env.DB.prepare(
-        `INSERT INTO cost_events (id, customer_id, project_id, run_id, run_type, pool, step, attempt, meter, model, quantity, per_million, nano_usd, price_version, estimated, at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9, ?10, '0', ?11, 'test', 0, ?12)`,
-      ).bind(
-        `ev-${++seq}`,
-        r.customer,
-        r.project,
-        r.run,
-        r.runType ?? null,
-        r.pool ?? "standard",
-        r.step ?? "s",
-        r.meter,
-        r.model ?? null,
-        r.quantity,
-        r.nano.toString(), // decimal text: INTEGER affinity stores it exactly, beyond 2^53 too
-        typeof r.at === "string" ? Date.parse(r.at) : r.at,
-      ),
-    ),
-  );
+  const byRun = new Map<string, Row[]>();
+  for (const r of rows) byRun.set(r.run, [...(byRun.get(r.run) ?? []), r]);
+  const rollups: RunRollup[] = [...byRun.entries()].map(([run, list]) => {
+    const records: CostRecord[] = list.map((r, i) => {
+      const nano = BigInt(r.nano);
+      const token = isTokenMeter(r.meter);
+      return {
+        seq: i + 1, kind: "attempt", step: r.step ?? "s", attempt: 1, at: typeof r.at === "string" ? Date.parse(r.at) : r.at,
+        infra: {}, estimated: [], tokens: [], holdId: null, nanoUsd: nano, aiNanoUsd: token ? nano : 0n,
+        lines: [{ meter: r.meter as CostRecord["lines"][number]["meter"], model: r.model ?? null, quantity: BigInt(r.quantity), perMillion: 0n, nanoUsd: nano, priceVersion: "test", estimated: false }],
+      };
+    });
+    const first = list[0]!;
+    return { runId: run, customerId: first.customer, projectId: first.project, runType: first.runType ?? null, pool: first.pool ?? "standard", version: records.length, rows: buildRollup(records).map(rollupToWire) };
+  });
+  await writeRollups(env.DB, rollups);
 }
 
 async function insertRun(id: string, customer: string, createdAt: string) {
@@ -216,14 +213,37 @@ describe("GET /v1/costs", () => {
     await bad("customerId=Not%20Valid", "query.customerId");
   });
 
-  it("records events idempotently through recordCostEvents, amounts exact", async () => {
-    const base = { customerId: "rec", projectId: "p", runId: "r1", runType: null, pool: "standard", step: "s", attempt: 1, model: null, perMillion: 300_000_000n, priceVersion: "v", estimated: false, at: Date.parse("2023-05-05T00:00:00Z") };
-    const events: CostEvent[] = Array.from({ length: 13 }, (_, i) => ({ ...base, id: `rec-${i}`, meter: "worker_requests", quantity: BigInt(i), nanoUsd: 2n ** 60n + BigInt(i) }));
-    expect(await recordCostEvents(env.DB, events)).toBe(13);
-    expect(await recordCostEvents(env.DB, events)).toBe(0); // a redelivery stores nothing new
-    const res = (await api("GET", "/v1/costs?from=2023-05-01T00:00:00Z&to=2023-06-01T00:00:00Z")).body;
-    expect(res.totalNanoUsd).toBe((13n * 2n ** 60n + 78n).toString());
-    expect(res.rows[0].runs).toBe(1);
+  it("writes rollups idempotently: a repeated or older one changes nothing, a newer one replaces; amounts exact", async () => {
+    const at = Date.parse("2023-05-05T00:10:00Z");
+    const rollup = (version: number, nano: bigint): RunRollup => ({
+      runId: "rec-1", customerId: "rec", projectId: "p", runType: null, pool: "standard", version,
+      rows: buildRollup([{ seq: version, kind: "attempt", step: "s", attempt: 1, at, infra: {}, estimated: [], tokens: [], holdId: null, nanoUsd: nano, aiNanoUsd: 0n,
+        lines: [{ meter: "worker_requests", model: null, quantity: 1n, perMillion: 0n, nanoUsd: nano, priceVersion: "v", estimated: false }] }]).map(rollupToWire),
+    });
+    const total = async () => (await api("GET", "/v1/costs?from=2023-05-01T00:00:00Z&to=2023-06-01T00:00:00Z")).body.totalNanoUsd;
+    await writeRollups(env.DB, [rollup(2, 2n ** 60n + 7n)]);
+    expect(await total()).toBe((2n ** 60n + 7n).toString());
+    await writeRollups(env.DB, [rollup(2, 2n ** 60n + 7n), rollup(1, 5n)]); // a redelivery, then an older rollup
+    expect(await total()).toBe((2n ** 60n + 7n).toString());
+    await writeRollups(env.DB, [rollup(3, 2n ** 61n)]);
+    expect(await total()).toBe((2n ** 61n).toString());
+    expect((await env.DB.prepare("SELECT COUNT(*) AS n FROM cost_rollups WHERE run_id = 'rec-1'").first<{ n: number }>())?.n).toBe(1);
+  });
+
+  it("serves every report query from an index, never a scan of the table", async () => {
+    const plans: string[] = [];
+    const explain = async (sql: string, ...binds: unknown[]) => {
+      const rows = (await env.DB.prepare(`EXPLAIN QUERY PLAN ${sql}`).bind(...binds).all<{ detail: string }>()).results;
+      plans.push(rows.map((r) => r.detail).join(" | "));
+    };
+    await explain("SELECT SUM(nano_usd) FROM cost_rollups WHERE hour >= ?1 AND hour < ?2", 0, 1);
+    await explain("SELECT SUM(nano_usd) FROM cost_rollups WHERE hour >= ?1 AND hour < ?2 AND customer_id = ?3", 0, 1, "acme");
+    await explain("SELECT customer_id, SUM(nano_usd) FROM cost_rollups WHERE hour >= ?1 AND hour < ?2 GROUP BY customer_id", 0, 1);
+    await explain("SELECT run_id, SUM(nano_usd) FROM cost_rollups WHERE customer_id = ?1 AND hour >= ?2 AND hour < ?3 GROUP BY run_id", "acme", 0, 1);
+    for (const plan of plans) {
+      expect(plan).toMatch(/SEARCH cost_rollups USING (PRIMARY KEY|INDEX cost_rollups_customer_hour|COVERING INDEX cost_rollups_customer_hour)/);
+      expect(plan).not.toMatch(/SCAN cost_rollups(?! USING)/);
+    }
   });
 });
 
@@ -245,7 +265,7 @@ describe("sums over any grouping equal the total (property, over D1)", () => {
   it("for every groupBy and bucket", async () => {
     await fc.assert(
       fc.asyncProperty(fc.array(event, { maxLength: 40 }), fc.constantFrom(undefined, "hour", "day", "week", "month"), async (events, bucket) => {
-        await env.DB.prepare("DELETE FROM cost_events WHERE at >= ?1").bind(WINDOW_FROM).run();
+        await env.DB.prepare("DELETE FROM cost_rollups WHERE hour >= ?1").bind(WINDOW_FROM).run();
         // A run belongs to one customer, project, type and pool: derive them from the run.
         const owner = new Map<string, (typeof events)[number]>();
         const rows: Row[] = events.map((e) => {

@@ -1,6 +1,6 @@
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { ledgerStub } from "../../durable-objects/customer-ledger";
+import { ledgerStub } from "../../durable-objects/ledger/rpc";
 import { costNano } from "../../src/domain/pricing";
 import { api, createRun, isFinished, newCustomer, synthetic, waitForRun } from "../helpers";
 
@@ -11,7 +11,7 @@ afterEach(() => vi.restoreAllMocks());
 function fakeLlm(usage = { prompt_tokens: 100, completion_tokens: 200 }) {
   return vi.spyOn(globalThis, "fetch").mockImplementation(async (input: RequestInfo | URL, init?: RequestInit) => {
     const url = input instanceof Request ? input.url : String(input);
-    if (url === "https://alerts.example/hook") return new Response(null, { status: 204 });
+    if (url === "http://127.0.0.1:9/alerts") return new Response(null, { status: 204 });
     if (url.startsWith("https://llm.example/")) {
       await new Promise((r) => setTimeout(r, 20));
       return Response.json({ id: "x", model: "gpt-4o-mini-2024", choices: [{ message: { role: "assistant", content: "hi" }, finish_reason: "stop" }], usage });
@@ -23,6 +23,8 @@ function fakeLlm(usage = { prompt_tokens: 100, completion_tokens: 200 }) {
 const llmStep = (name = "ask", maxTokens = 1000) => ({
   name,
   type: "llm",
+  // A short timeout keeps the step's worst case (it pays for heartbeats until the timeout) small.
+  timeoutMs: 10_000,
   config: { model: "gpt-4o-mini", baseUrl: "https://llm.example/v1", maxTokens, messages: [{ role: "user", content: "Say hi" }] },
 });
 
@@ -69,31 +71,23 @@ describe("cost per run", () => {
     expect(JSON.stringify(res.body.error)).toContain("no-such-model");
   });
 
-  it("a duplicate cost event is counted once, in the ledger and in D1", async () => {
+  it("a cost record sent twice (same run, same seq) is counted once, in the ledger and in D1", async () => {
     const customer = await newCustomer();
-    const event = {
-      id: `ce:test-dup:${customer.id}`,
-      customerId: customer.id,
-      projectId: "p",
-      runId: "run_test",
-      runType: null,
-      pool: "standard",
-      step: "s",
-      attempt: 1,
-      meter: "input_tokens",
-      model: "gpt-4o-mini",
-      quantity: "1000",
-      perMillion: "150000000",
-      nanoUsd: "150000",
-      priceVersion: "defaults-2026-11",
-      estimated: false,
-      at: Date.now(),
+    const runId = `run_dup_${customer.id}`;
+    const at = Date.now();
+    const rollup = {
+      runId, customerId: customer.id, projectId: "p", runType: null, pool: "standard", version: 1,
+      rows: [{ hour: at - (at % 3_600_000), model: "gpt-4o-mini", part: 0, inputTokens: "1000", cachedInputTokens: "0", outputTokens: "0", reasoningTokens: "0",
+        aiNanoUsd: "150000", infraNanoUsd: "0", nanoUsd: "150000", attempts: 1, lines: [{ meter: "input_tokens", model: "gpt-4o-mini", quantity: "1000", nanoUsd: "150000", estimated: false }], priceVersions: ["defaults-2026-11"] }],
     };
+    const record = { seq: 1, at, nanoUsd: "150000", holdId: null };
     const ledger = ledgerStub(env, customer.id);
-    expect((await ledger.record({ customerId: customer.id, events: [event] })).recorded).toBe(1);
-    expect((await ledger.record({ customerId: customer.id, events: [event, event] })).recorded).toBe(0);
+    expect((await ledger.record({ customerId: customer.id, runId, records: [record], rollup })).counted).toBe(1);
+    expect((await ledger.record({ customerId: customer.id, runId, records: [record, record], rollup })).counted).toBe(0);
     expect((await ledger.summary()).spendNanoUsd).toBe("150000");
-    await vi.waitUntil(async () => (await env.DB.prepare("SELECT COUNT(*) AS n FROM cost_events WHERE id = ?").bind(event.id).first<{ n: number }>())?.n === 1, { timeout: 5000 });
+    await vi.waitUntil(async () => (await env.DB.prepare("SELECT SUM(nano_usd) AS n FROM cost_rollups WHERE run_id = ?").bind(runId).first<{ n: number }>())?.n === 150000, { timeout: 5000 });
+    const rows = await env.DB.prepare("SELECT COUNT(*) AS n FROM cost_rollups WHERE run_id = ?").bind(runId).first<{ n: number }>();
+    expect(rows?.n).toBe(1);
   });
 
   it("a price change applies to new events only", async () => {
@@ -145,7 +139,7 @@ describe("budgets", () => {
     const summary = await ledgerStub(env, customer.id).summary();
     expect(BigInt(summary.spendNanoUsd)).toBeLessThanOrEqual(2_000_000n);
     expect(BigInt(summary.spendNanoUsd)).toBeGreaterThan(1_000_000n);
-    expect(summary.reservedNanoUsd).toBe("0");
+    expect(summary.heldNanoUsd).toBe("0");
     const alerts = await vi.waitUntil(async () => {
       const list = (await api("GET", "/v1/alerts?kind=budget_soft_limit")).body.alerts.filter((a: any) => a.customerId === customer.id);
       return list.length ? list : false;
@@ -153,24 +147,36 @@ describe("budgets", () => {
     expect(alerts).toHaveLength(1);
   }, 60_000);
 
-  it("a spent budget refuses new runs with 402, and a running run stops before its next step", async () => {
-    const customer = await budgetedCustomer("0.0001", []);
-    // The first step alone costs more than the whole budget.
+  it("a step whose worst case does not fit never starts; a spent budget refuses new runs and resumes with 402", async () => {
+    const customer = await budgetedCustomer("0.2", []);
+    // Each usage step costs $0.15 (1M input tokens at $0.15/M): the first fits, the second cannot.
+    const usage = { model: "gpt-4o-mini", inputTokens: 1_000_000, outputTokens: 0 };
     const created = await createRun(customer.key, {
-      steps: [synthetic("big", { usage: { model: "gpt-4o-mini", inputTokens: 1_000_000, outputTokens: 0 } }), synthetic("next"), synthetic("last")],
+      steps: [synthetic("big", { usage }, { timeoutMs: 5_000 }), synthetic("next", { usage }, { timeoutMs: 5_000 }), synthetic("last")],
     });
     expect(created.status).toBe(202);
     const run = await waitForRun(customer.key, created.body.run.id, isFinished);
     expect(run.status).toBe("failed");
     expect(run.failure).toMatchObject({ type: "budget_exceeded", step: "next" });
+    expect(run.failure.message).toContain("would be exceeded");
     expect(run.steps.map((s: any) => [s.name, s.status, s.attempts])).toEqual([
       ["big", "succeeded", 1],
       ["next", "skipped", 0],
       ["last", "skipped", 0],
     ]);
+    // Nothing is left held once the run has ended.
+    await vi.waitUntil(async () => (await api("GET", `/v1/customers/${customer.id}`)).body.customer.spend.heldNanoUsd === 0, { timeout: 5000 });
+    const view = (await api("GET", `/v1/customers/${customer.id}`)).body.customer.spend;
+    expect(BigInt(view.monthToDateNanoUsd)).toBeGreaterThan(150_000_000n);
+    expect(BigInt(view.remainingNanoUsd)).toBe(200_000_000n - BigInt(view.monthToDateNanoUsd));
+    // A budget lowered below what is spent: new runs and resumes are refused with 402.
+    expect((await api("PUT", `/v1/customers/${customer.id}/budget`, { body: { monthlyLimitUsd: "0.1", softThresholds: [] } })).status).toBe(200);
     const again = await createRun(customer.key, { steps: [synthetic("x")] });
     expect(again.status).toBe(402);
     expect(again.body.error.code).toBe("budget_exhausted");
+    const resumed = await api("POST", `/v1/runs/${run.id}/resume`, { key: customer.key });
+    expect(resumed.status).toBe(402);
+    expect(resumed.body.error.code).toBe("budget_exhausted");
     // A failed-by-budget run is not a dead letter.
     expect((await api("GET", `/v1/dlq?customerId=${customer.id}`)).body.entries).toHaveLength(0);
   });

@@ -1,7 +1,7 @@
 import { createExecutionContext, createMessageBatch, getQueueResult } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { runStub } from "../../durable-objects/run-coordinator-rpc";
+import { runStub } from "../../durable-objects/run/rpc";
 import worker from "../../src/index";
 import { api, createRun, isFinished, newCustomer, synthetic, waitForRun } from "../helpers";
 

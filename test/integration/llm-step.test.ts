@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { estimatePromptTokens, executeLlm, LlmConfig, usageFromCompletion } from "../../src/steps/llm";
+import { DEFAULT_MAX_TOKENS, executeLlm, LlmConfig, promptTokenBound, usageFromCompletion } from "../../src/steps/llm";
 import { validateStepConfig } from "../../src/steps/registry";
 import { createRun, isFinished, newCustomer, waitForRun } from "../helpers";
 
@@ -157,7 +157,7 @@ describe("the llm executor", () => {
       ["https://llm.example/v1/chat/completions", "Bearer sk-platform"],
       ["https://other.example/v1/chat/completions", null],
     ]);
-    expect(calls[0]!.body).toEqual({ model: "gpt-4o-mini", messages: config().messages, temperature: 0.2 });
+    expect(calls[0]!.body).toEqual({ max_tokens: DEFAULT_MAX_TOKENS, model: "gpt-4o-mini", messages: config().messages, temperature: 0.2 });
   });
 
   it("goes to OpenAI when neither the step nor LLM_BASE_URL names an endpoint", async () => {
@@ -171,10 +171,10 @@ describe("the llm executor", () => {
   });
 });
 
-describe("estimatePromptTokens", () => {
-  it("estimates about a token per 4 bytes, rounded up, plus framing per message", () => {
-    expect(estimatePromptTokens([{ content: "" }])).toBe(4);
-    expect(estimatePromptTokens([{ content: "abcd" }, { content: "abcde" }])).toBe(1 + 4 + 2 + 4);
-    expect(estimatePromptTokens([{ content: "日本" }])).toBe(2 + 4); // 6 bytes of UTF-8
+describe("promptTokenBound", () => {
+  it("bounds a prompt from above: every byte of UTF-8 a token, plus framing per message", () => {
+    expect(promptTokenBound([{ content: "" }])).toBe(8);
+    expect(promptTokenBound([{ content: "abcd" }, { content: "abcde" }])).toBe(4 + 8 + 5 + 8);
+    expect(promptTokenBound([{ content: "日本" }])).toBe(6 + 8); // 6 bytes of UTF-8
   });
 });

@@ -2,8 +2,8 @@ import { evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { z } from "zod";
-import { RunCoordinator } from "../../durable-objects/run-coordinator";
-import { runStub } from "../../durable-objects/run-coordinator-rpc";
+import { RunCoordinator } from "../../durable-objects/run/run-coordinator";
+import { runStub } from "../../durable-objects/run/rpc";
 import { registerStepType } from "../../src/steps/registry";
 import { api, createRun, isFinished, newCustomer, synthetic, waitForRun } from "../helpers";
 
@@ -16,7 +16,7 @@ function mockWebhook() {
   webhookCalls = [];
   return vi.spyOn(globalThis, "fetch").mockImplementation(async (input: RequestInfo | URL, init?: RequestInit) => {
     const url = input instanceof Request ? input.url : String(input);
-    if (url === "https://alerts.example/hook") {
+    if (url === "http://127.0.0.1:9/alerts") {
       webhookCalls.push(JSON.parse(String(init?.body)));
       return new Response(null, { status: webhookStatus });
     }

@@ -1,7 +1,7 @@
 import fc from "fast-check";
+import { summarizeLines } from "../../src/domain/cost-records";
 import { describe, expect, it } from "vitest";
 import { allocateExactly, allocateFixedCost } from "../../src/domain/allocation";
-import { costEventId, summarizeCosts, toCostEvents, type CostAttribution } from "../../src/domain/cost-events";
 import { nanoToExactUsdString, usdToNano } from "../../src/domain/money";
 import {
   costNano,
@@ -35,7 +35,7 @@ describe("token cost", () => {
       ["cached_input_tokens", 1000n, 75_000n], // 1000 × $0.075 / 1M
       ["output_tokens", 567n, 340_200n], // 567 × $0.60 / 1M
     ]);
-    expect(summarizeCosts(lines)).toEqual({ totalNanoUsd: 600_300n, aiNanoUsd: 600_300n, infraNanoUsd: 0n });
+    expect(summarizeLines(lines)).toMatchObject({ totalNanoUsd: 600_300n, aiNanoUsd: 600_300n, infraNanoUsd: 0n });
     expect(lines.every((l) => l.priceVersion === "defaults-2026-11" && !l.estimated)).toBe(true);
   });
 
@@ -117,36 +117,6 @@ describe("price versions", () => {
 
   it("every default infrastructure meter has a price", () => {
     expect(Object.keys(DEFAULT_INFRA_USD_PER_MILLION).sort()).toEqual([...INFRA_METER_NAMES].sort());
-  });
-});
-
-describe("cost events", () => {
-  const who: CostAttribution = { customerId: "c", projectId: "p", runId: "run_1", runType: null, pool: "standard", step: "ask", attempt: 2 };
-  it("have deterministic ids, so recording one twice stores it once", () => {
-    const lines = priceTokens({ model: "openai/gpt-4o:mini", inputTokens: 10, outputTokens: 5 }, { ...miniPrice, model: "openai/gpt-4o:mini" });
-    const events = toCostEvents(who, lines, 1_000);
-    expect(events.map((e) => e.id)).toEqual(["ce:run_1:ask:2:input_tokens::openai/gpt-4o:mini", "ce:run_1:ask:2:output_tokens::openai/gpt-4o:mini"]);
-    expect(toCostEvents(who, lines, 2_000).map((e) => e.id)).toEqual(events.map((e) => e.id));
-    expect(costEventId({ runId: "run_1", step: null, attempt: null }, "do_requests", null, "dispatch-3")).toBe("ce:run_1:-:-:do_requests:dispatch-3:-");
-    expect(toCostEvents(who, [null], 0)).toEqual([]);
-  });
-
-  it("sum exactly over any grouping to the total (pure)", () => {
-    const meters = ["input_tokens", "output_tokens", "cached_input_tokens", "worker_requests", "do_requests"] as const;
-    const event = fc.record({ customer: fc.constantFrom("a", "b", "c"), meter: fc.constantFrom(...meters), nanoUsd: fc.bigInt({ min: 0n, max: 2n ** 62n / 64n }) });
-    fc.assert(
-      fc.property(fc.array(event, { maxLength: 60 }), (events) => {
-        const total = summarizeCosts(events);
-        for (const keyOf of [(e: (typeof events)[number]) => e.customer, (e: (typeof events)[number]) => e.meter]) {
-          const groups = new Map<string, typeof events>();
-          for (const e of events) groups.set(keyOf(e), [...(groups.get(keyOf(e)) ?? []), e]);
-          const sums = [...groups.values()].map(summarizeCosts);
-          if (sums.reduce((s, g) => s + g.totalNanoUsd, 0n) !== total.totalNanoUsd) return false;
-          if (sums.reduce((s, g) => s + g.aiNanoUsd, 0n) !== total.aiNanoUsd) return false;
-        }
-        return total.aiNanoUsd + total.infraNanoUsd === total.totalNanoUsd;
-      }),
-    );
   });
 });
 

@@ -1,10 +1,11 @@
 /** The run object's RPC contract: zod schemas for what callers send, types for what they get. */
 import { z } from "zod";
-import type { FailureType, Priority, RunStatus, StepStatus } from "../src/domain/run-status";
-import { FAILURE_TYPES, PRIORITIES } from "../src/domain/run-status";
-import { RetryPolicySchema } from "../src/domain/retry-policy";
-import type { Rejection } from "../src/domain/run-machine";
-import type { JsonValue } from "../src/domain/input-references";
+import type { FailureType, Priority, RunStatus, StepStatus } from "../../src/domain/run-status";
+import { FAILURE_TYPES, PRIORITIES } from "../../src/domain/run-status";
+import { RetryPolicySchema } from "../../src/domain/retry-policy";
+import type { Rejection } from "../../src/domain/run-machine";
+import type { JsonValue } from "../../src/domain/input-references";
+import { TokenUsageListSchema } from "../../src/domain/token-usage";
 
 /** RPC return types must be serializable: JSON values, not `unknown`. */
 export type JsonObject = { [key: string]: JsonValue };
@@ -40,18 +41,11 @@ export const StartStepInputSchema = z.object({
   dispatch: z.number().int().min(1),
 });
 
-const UsageSchema = z.object({
-  model: z.string(),
-  inputTokens: z.number().int().min(0),
-  outputTokens: z.number().int().min(0),
-  cachedTokens: z.number().int().min(0).optional(),
-  reasoningTokens: z.number().int().min(0).optional(),
-});
-
 export const CompleteStepInputSchema = z.object({
   leaseId: z.string().min(1),
   output: z.unknown(),
-  usage: z.array(UsageSchema).optional(),
+  /** Tokens the attempt used, within the platform's bounds (the consumer refuses reports beyond them). */
+  usage: TokenUsageListSchema.optional(),
   /** The caller can run the next step now, in the same invocation. */
   continueInline: z.boolean().default(false),
 });
@@ -72,7 +66,7 @@ export const DeadLetterDispatchInputSchema = z.object({
 });
 
 export type DeadLetterReply =
-  | { ok: true; deadLetter: import("../src/data-plane/messages").DeadLetterMessage }
+  | { ok: true; deadLetter: import("../../src/data-plane/messages").DeadLetterMessage }
   | { ok: false; reason: Rejection | "unknown_run" };
 
 /** What a worker needs to run one attempt of a step. */
@@ -87,7 +81,7 @@ export interface StepAssignment {
   step: { name: string; type: string; config: JsonValue; timeoutMs: number | null };
 }
 
-export type StartStepResult = { ok: true; assignment: StepAssignment } | { ok: false; reason: Rejection | "unknown_run" | "invalid_config" };
+export type StartStepResult = { ok: true; assignment: StepAssignment } | { ok: false; reason: Rejection | "unknown_run" | "invalid_config" | "budget_exceeded" };
 
 export type ReportResult =
   | { ok: true; next: StepAssignment | null; runStatus: RunStatus }
@@ -102,6 +96,18 @@ export interface StepSnapshot {
   error: { type: FailureType; message: string } | null;
   startedAt: number | null;
   finishedAt: number | null;
+}
+
+/** A run's cost so far: the sum of its priced cost records (exact; bigints as decimal strings). */
+export interface RunCostView {
+  totalNanoUsd: string;
+  aiNanoUsd: string;
+  infraNanoUsd: string;
+  lines: { meter: string; model: string | null; quantity: string; nanoUsd: string; estimated: boolean }[];
+  /** Every record is priced and counted in the customer's ledger. */
+  settled: boolean;
+  /** Records not yet counted in the ledger (priced or still waiting for a price). */
+  pendingRecords: number;
 }
 
 export interface RunSnapshot {
@@ -119,6 +125,7 @@ export interface RunSnapshot {
   finishedAt: number | null;
   failure: { type: FailureType; message: string; step: string | null } | null;
   steps: StepSnapshot[];
+  cost: RunCostView;
 }
 
 export type CreateRunResult =
@@ -149,7 +156,14 @@ export interface RunCoordinatorApi {
   resume(): Promise<CommandReply>;
   deadLetterDispatch(input: z.input<typeof DeadLetterDispatchInputSchema>): Promise<DeadLetterReply>;
   reconcile(options?: { resendDeadLetter?: boolean }): Promise<{ status: RunStatus | null }>;
+  /** The customer now has a hard budget: every later step of this run is held against it. */
+  limitBudget(): Promise<{ ok: true; status: RunStatus } | { ok: false; reason: "unknown_run" | "run_finished" }>;
+  /** Sends the run's whole cost to its ledger again (reconciliation found D1 behind). */
+  resendCosts(): Promise<{ ok: true } | { ok: false; reason: "unknown_run" | "not_delivered" }>;
 }
+
+/** The hold a run of a hard-budgeted customer places for its creation, settled by its creation record. */
+export const creationHoldId = (runId: string) => `${runId}:create`;
 
 /**
  * The stub of run `runId`'s object. Typed through RunCoordinatorApi: the generated RPC

@@ -1,0 +1,127 @@
+/** The customer ledger's RPC contract: zod schemas for what callers send, types for what they get. */
+import { z } from "zod";
+import { RunRollupSchema, IntegerText } from "../../src/data-plane/messages";
+import type { BudgetState } from "../../src/domain/ledger";
+
+export const BudgetInputSchema = z.object({
+  limitNanoUsd: z.string().regex(/^\d+$/).nullable(),
+  softThresholds: z.array(z.number().gt(0).lt(1)).max(20),
+});
+
+export const ReserveInputSchema = z.object({
+  holdId: z.string().min(1).max(200),
+  runId: z.string().min(1).max(100),
+  nanoUsd: IntegerText,
+  /** ms since the epoch: the hold lapses on its own then (the step's longest run plus a margin). */
+  expiresAt: z.number().int(),
+});
+
+export const AdmitInputSchema = z.object({
+  /** The run about to start (or resume): tracked while the customer has no budget, so a budget set later reaches it. */
+  runId: z.string().min(1).max(100).optional(),
+  /** Under a hard budget, the run's creation is held like a step (settled by its creation record). */
+  creationHold: ReserveInputSchema.optional(),
+});
+
+export const ReleaseInputSchema = z.object({ holdId: z.string().min(1).max(200) });
+
+/** A priced cost record as the ledger counts it: its run sequence number, instant and amount. */
+export const LedgerRecordSchema = z.object({
+  seq: z.number().int().min(1),
+  at: z.number().int(),
+  nanoUsd: IntegerText,
+  holdId: z.string().max(200).nullable(),
+});
+
+export const RecordInputSchema = z.object({
+  customerId: z.string().min(1),
+  runId: z.string().min(1).max(100),
+  records: z.array(LedgerRecordSchema).max(1000),
+  /** The run's whole cost as of its latest record, for D1. */
+  rollup: RunRollupSchema,
+  /** The run has ended: it is no longer in flight. */
+  final: z.boolean().default(false),
+});
+
+export const ReconcileInputSchema = z.object({
+  customerId: z.string().min(1),
+  month: z.string().regex(/^\d{4}-(0[1-9]|1[0-2])$/).optional(),
+});
+
+export interface LedgerSummary {
+  month: string;
+  spendNanoUsd: string;
+  /** Held for steps running now: their worst case until each is settled. */
+  heldNanoUsd: string;
+  /** limit − spend − held, at least 0; null without a budget. */
+  remainingNanoUsd: string | null;
+  budget: z.infer<typeof BudgetInputSchema>;
+  state: BudgetState;
+}
+
+export interface RecordReply {
+  /** Records counted now (0 when every one was counted before). */
+  counted: number;
+  spendNanoUsd: string;
+  limited: boolean;
+  exhausted: boolean;
+}
+
+export interface AdmitReply {
+  allowed: boolean;
+  limited: boolean;
+  /** Why the run is refused, when it is. */
+  refusal: string | null;
+  summary: LedgerSummary;
+}
+
+export type ReserveReply = { ok: true } | { ok: false; reason: "budget_exceeded"; message: string };
+
+export interface HoldView {
+  id: string;
+  runId: string;
+  nanoUsd: string;
+  expiresAt: number;
+}
+
+export interface LedgerView extends LedgerSummary {
+  holds: HoldView[];
+  /** Runs admitted while the customer had no budget and not yet finished. */
+  runsInFlight: number;
+  /** Messages for D1 (cost rollups, alerts) not yet handed to the events queue. */
+  pendingForD1: number;
+}
+
+export interface ReconciliationReport {
+  month: string;
+  /** The ledger's month-to-date spend. */
+  ledgerNanoUsd: string;
+  /** Σ of the customer's cost rollups in D1 for the month. */
+  d1NanoUsd: string;
+  differenceNanoUsd: string;
+  runsCompared: number;
+  /** Runs whose D1 rollup was missing or behind: their rollup was sent again. */
+  repaired: { runId: string; ledgerNanoUsd: string; d1NanoUsd: string }[];
+  /** Differences nothing explains (reported, and alerted). */
+  unexplained: { runId: string | null; ledgerNanoUsd: string; d1NanoUsd: string; reason: string }[];
+  /** Per-run detail is kept this long; older months are compared by totals only. */
+  detailKept: boolean;
+  checkedAt: number;
+}
+
+/** The ledger's RPC surface, as callers see it. */
+export interface CustomerLedgerApi {
+  admit(input?: z.input<typeof AdmitInputSchema>): Promise<AdmitReply>;
+  reserve(input: z.input<typeof ReserveInputSchema>): Promise<ReserveReply>;
+  release(input: z.input<typeof ReleaseInputSchema>): Promise<void>;
+  record(input: z.input<typeof RecordInputSchema>): Promise<RecordReply>;
+  summary(): Promise<LedgerSummary>;
+  view(): Promise<LedgerView>;
+  setBudget(input: z.input<typeof BudgetInputSchema>): Promise<LedgerSummary & { runsLimited: number }>;
+  reconcile(input: z.input<typeof ReconcileInputSchema>): Promise<ReconciliationReport>;
+}
+
+/** The stub of customer `customerId`'s ledger (typed by hand, as runStub is). */
+export function ledgerStub(env: Env, customerId: string): CustomerLedgerApi {
+  return env.CUSTOMER_LEDGER.get(env.CUSTOMER_LEDGER.idFromName(customerId)) as unknown as CustomerLedgerApi;
+}

@@ -1,0 +1,92 @@
+/**
+ * What a run's operations cost is counted where they happen, and persisted with the rows they
+ * change, so an eviction or a crash loses no count:
+ *  - an attempt's meter rides on its step row: the queue delivery that started it, the run
+ *    object's requests for it (start, heartbeats, report) and the SQLite rows they wrote;
+ *  - the run's overhead meter rides on the run row: requests outside any attempt (alarms, a
+ *    cancel), the messages it sends (run index updates, dead letters) and the rows those write
+ *    in D1, and the delivery of its cost to the ledger and on to D1.
+ * Operations whose count lands elsewhere (D1 rows written by the events consumer, the ledger's
+ * rows) are estimated from the schema, and labelled estimated.
+ */
+import { z } from "zod";
+import type { InfraMeter } from "../../src/domain/pricing";
+import type { InfraQuantities } from "../../src/domain/cost-records";
+
+export const AttemptMeterSchema = z.object({
+  lease: z.string(),
+  /** Started by a queue delivery (not carried on inline by the previous step's consumer). */
+  queued: z.boolean(),
+  doRequests: z.number().int().min(0),
+  rowsWritten: z.number().int().min(0),
+  /** The budget hold placed for the attempt, settled by its cost record. */
+  holdId: z.string().optional(),
+});
+export type AttemptMeter = z.infer<typeof AttemptMeterSchema>;
+
+export const OverheadMeterSchema = z.object({
+  doRequests: z.number().int().min(0),
+  rowsWritten: z.number().int().min(0),
+  queueOperations: z.number().int().min(0),
+  /** estimated */
+  d1RowsWritten: z.number().int().min(0),
+  /** estimated: rows the customer's ledger writes for the run's cost */
+  ledgerRowsWritten: z.number().int().min(0),
+});
+export type OverheadMeter = z.infer<typeof OverheadMeterSchema>;
+
+export const emptyOverhead = (): OverheadMeter => ({ doRequests: 0, rowsWritten: 0, queueOperations: 0, d1RowsWritten: 0, ledgerRowsWritten: 0 });
+export const isEmptyOverhead = (m: OverheadMeter) => Object.values(m).every((v) => v === 0);
+
+export function addOverhead(meter: OverheadMeter, add: Partial<OverheadMeter>): OverheadMeter {
+  return {
+    doRequests: meter.doRequests + (add.doRequests ?? 0),
+    rowsWritten: meter.rowsWritten + (add.rowsWritten ?? 0),
+    queueOperations: meter.queueOperations + (add.queueOperations ?? 0),
+    d1RowsWritten: meter.d1RowsWritten + (add.d1RowsWritten ?? 0),
+    ledgerRowsWritten: meter.ledgerRowsWritten + (add.ledgerRowsWritten ?? 0),
+  };
+}
+
+/**
+ * D1 rows one run index message writes (src/data-plane/events-consumer.ts): the `runs` row
+ * with its primary key and three indexes, and each attempt row with its primary key and index.
+ * Measured in test/integration/costs.test.ts against real D1.
+ */
+export const INDEX_ROWS_PER_RUN = 5;
+export const INDEX_ROWS_PER_ATTEMPT = 3;
+/** D1 rows per cost rollup row: the row and its index entry. */
+export const D1_ROWS_PER_ROLLUP_ROW = 2;
+/** Ledger rows per delivery: the run's totals, the month's spend, the outbox entry and its deletion, the hold settled. */
+export const LEDGER_ROWS_PER_DELIVERY = 5;
+
+/** A queue message costs three operations: written, read, deleted. */
+export const QUEUE_OPERATIONS_PER_MESSAGE = 3;
+
+/** The quantities an attempt's meter stands for; CPU is estimated from the attempt's wall time. */
+export function attemptQuantities(meter: AttemptMeter | null, wallMs: number): { infra: InfraQuantities; estimated: InfraMeter[] } {
+  const queued = meter?.queued ?? false;
+  return {
+    infra: {
+      worker_requests: queued ? 1 : 0,
+      queue_operations: queued ? QUEUE_OPERATIONS_PER_MESSAGE : 0,
+      do_requests: meter?.doRequests ?? 0,
+      do_rows_written: meter?.rowsWritten ?? 0,
+      worker_cpu_ms: Math.max(1, wallMs),
+    },
+    estimated: ["worker_cpu_ms"],
+  };
+}
+
+/** The quantities an overhead meter stands for: D1 and ledger rows are estimated (counted elsewhere). */
+export function overheadQuantities(meter: OverheadMeter): { infra: InfraQuantities; estimated: InfraMeter[] } {
+  return {
+    infra: {
+      do_requests: meter.doRequests,
+      do_rows_written: meter.rowsWritten + meter.ledgerRowsWritten,
+      queue_operations: meter.queueOperations,
+      d1_rows_written: meter.d1RowsWritten,
+    },
+    estimated: meter.ledgerRowsWritten > 0 ? ["d1_rows_written", "do_rows_written"] : ["d1_rows_written"],
+  };
+}
