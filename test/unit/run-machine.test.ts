@@ -190,4 +190,36 @@ describe("run state machine", () => {
     expect(state.steps.map((s) => s.status)).toEqual(["failed", "skipped"]);
     expect(failDeadLetteredDispatch(state, { stepIndex: 0, dispatch: 1 }, "again", clockAt(3))).toEqual({ ok: false, reason: "run_finished" });
   });
+
+  it("reports every attempt it ends, however it ends, so each is billed once", () => {
+    const closedBy = (outcome: { closed: { leaseId: string; finishedAt: number }[] }) => outcome.closed.map((c) => [c.leaseId, c.finishedAt]);
+    // success
+    const ok = createRun(definition([work("a")]), clockAt(0)).state;
+    startStep(ok, { stepIndex: 0, dispatch: 1 }, clockAt(1));
+    const done = completeStep(ok, "0.1.1", null, clockAt(5));
+    expect(done.ok && closedBy(done.outcome)).toEqual([["0.1.1", 5]]);
+    // a failure that is retried, then a lease that expires
+    const flaky = createRun(definition([work("a")]), clockAt(0)).state;
+    startStep(flaky, { stepIndex: 0, dispatch: 1 }, clockAt(1));
+    const failed = failStep(flaky, "0.1.1", { type: "transient", message: "x" }, clockAt(2));
+    expect(failed.ok && closedBy(failed.outcome)).toEqual([["0.1.1", 2]]);
+    const retry = fireTimers(flaky, clockAt(10_000));
+    startStep(flaky, retry.dispatches[0]!, clockAt(10_001));
+    const expired = fireTimers(flaky, clockAt(20_000));
+    expect(closedBy(expired)).toEqual([["0.2.2", 20_000]]);
+    // cancel while running
+    const cancelled = createRun(definition([work("a")]), clockAt(0)).state;
+    startStep(cancelled, { stepIndex: 0, dispatch: 1 }, clockAt(1));
+    const cancel = cancelRun(cancelled, "stop", clockAt(3));
+    expect(cancel.ok && closedBy(cancel.outcome)).toEqual([["0.1.1", 3]]);
+    // the queue dead-letters a running dispatch
+    const dead = createRun(definition([work("a")]), clockAt(0)).state;
+    startStep(dead, { stepIndex: 0, dispatch: 1 }, clockAt(1));
+    const lettered = failDeadLetteredDispatch(dead, { stepIndex: 0, dispatch: 1 }, "gave up", clockAt(4));
+    expect(lettered.ok && closedBy(lettered.outcome)).toEqual([["0.1.1", 4]]);
+    // nothing running: nothing closed
+    const idle = createRun(definition([work("a")]), clockAt(0)).state;
+    const idleCancel = cancelRun(idle, "stop", clockAt(3));
+    expect(idleCancel.ok && idleCancel.outcome.closed).toEqual([]);
+  });
 });
