@@ -1,16 +1,23 @@
 #!/usr/bin/env node
 /**
- * npm run chaos — proves that no run, step result or dead letter is lost or double counted
- * when things go wrong: a bounded load of runs with injected transient and permanent
- * failures, slow steps and sleeps, duplicate submissions, and a SIGKILL of the whole local
- * runtime in the middle, which is then started again on the same state. Then it checks:
- *   - every run is accounted for: succeeded, or failed with exactly one open DLQ entry;
- *   - no step ran again after its success was recorded;
- *   - no duplicate DLQ entries, and one alert per DLQ entry;
- *   - a duplicate submission (same idempotency key) never made a second run.
- * Exits non-zero on any violation. Loopback only; bounded in count and time.
+ * npm run chaos — proves that no run, step result, dead letter, alert or nano-USD of cost is
+ * lost or counted twice when things go wrong. A bounded load of runs with known token usage,
+ * injected transient and permanent failures, slow steps and sleeps, duplicate submissions, for
+ * two customers (one without a budget, one with a hard budget), and two SIGKILLs of the whole
+ * local runtime — one while steps run, one while finished runs deliver their costs — each
+ * followed by a restart on the same state. The platform runs with its default timers (lease,
+ * redispatch, reconcile); the cron is fired once a minute, as Cloudflare would. Then it checks:
+ *   - every run is accounted for: succeeded, or failed with exactly one open DLQ entry (or, for
+ *     the budgeted customer, stopped with budget_exceeded), and one alert per DLQ entry;
+ *   - no step ran again after its success was recorded; duplicate submissions made no run;
+ *   - money: every run's AI cost equals its priced usage (tokens of its succeeded steps × the
+ *     model's price) to the nano-USD, every run's cost is settled; each customer's ledger
+ *     month-to-date equals the sum of its runs' costs and equals the D1 report total; the
+ *     ledger's reconciliation with D1 finds no difference; the budgeted customer never passes
+ *     its limit and holds nothing once done.
+ * Exits 1 on any violation, printing the differences. Loopback only; bounded in count and time.
  *
- *   npm run chaos -- --runs 300 --steps 4 --kill-at 0.4 --timeout 300
+ *   npm run chaos -- --runs 240 --steps 3 --timeout 900 --seed 42
  */
 import { execFileSync, spawn } from "node:child_process";
 import { createWriteStream, mkdirSync, mkdtempSync, rmSync } from "node:fs";
@@ -21,15 +28,21 @@ import { fileURLToPath } from "node:url";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const ADMIN = "chaos-admin-key";
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+const MODEL = "gpt-4o-mini";
+/** The budgeted customer's hard limit: enough for most of its runs, not for all of them. */
+const BUDGET_USD = "0.05";
+/** Runs that end together just before the second kill, so that it lands while costs are delivered. */
+const WAVE = 120;
 
 function parseArgs(argv) {
-  const opts = { runs: 300, steps: 4, killAt: 0.4, timeoutS: 300, port: 8790, concurrency: 8, seed: Date.now() };
+  const opts = { runs: 240, steps: 3, firstKillAt: 0.3, secondKillAt: 0.65, timeoutS: 900, port: 8790, concurrency: 8, seed: Date.now() };
   for (let i = 0; i < argv.length; i++) {
     const [flag, inline] = argv[i].split("=");
     const value = () => Number(inline ?? argv[++i]);
     if (flag === "--runs") opts.runs = value();
     else if (flag === "--steps") opts.steps = value();
-    else if (flag === "--kill-at") opts.killAt = value();
+    else if (flag === "--first-kill-at") opts.firstKillAt = value();
+    else if (flag === "--second-kill-at") opts.secondKillAt = value();
     else if (flag === "--timeout") opts.timeoutS = value();
     else if (flag === "--port") opts.port = value();
     else if (flag === "--seed") opts.seed = value();
@@ -43,16 +56,13 @@ function parseArgs(argv) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/**
- * wrangler dev does not fire cron triggers on its own: the platform's once-a-minute
- * reconciler is triggered here the way Cloudflare would, every few seconds while waiting.
- */
+/** wrangler dev fires no cron by itself: once a minute, as Cloudflare does, the script fires it. */
 let lastCron = 0;
 async function cronTick(base) {
-  if (Date.now() - lastCron < 5000) return;
+  if (Date.now() - lastCron < 60_000) return;
   lastCron = Date.now();
   try {
-    await fetch(`${base}/cdn-cgi/local/scheduled`, { signal: AbortSignal.timeout(10_000) });
+    await fetch(`${base}/cdn-cgi/local/scheduled`, { signal: AbortSignal.timeout(30_000) });
   } catch {}
 }
 
@@ -76,17 +86,9 @@ class Runtime {
     if (this.starts === 0) {
       execFileSync("wrangler", ["d1", "migrations", "apply", "DB", "--local", "--persist-to", this.persist], { cwd: root, env, stdio: ["ignore", "ignore", "inherit"] });
     }
-    const vars = {
-      ADMIN_API_KEY: ADMIN,
-      RUNPLANE_ENV: "development",
-      // Short enough that the checks finish in minutes: a crashed attempt is noticed in 3 s,
-      // and a dispatch lost with the killed runtime's in-memory queue is sent again in 10 s.
-      LEASE_MS: "3000",
-      REDISPATCH_MS: "10000",
-      RECONCILE_AFTER_MS: "10000",
-      LOG_LEVEL: "warn",
-      ALERT_WEBHOOK_URL: "",
-    };
+    // The platform's own timers stay at their defaults (wrangler.toml): only what a local run
+    // needs differs — the admin key, development mode, no webhook, quieter logs.
+    const vars = { ADMIN_API_KEY: ADMIN, RUNPLANE_ENV: "development", LOG_LEVEL: "warn", ALERT_WEBHOOK_URL: "" };
     const args = ["dev", "--local", "--port", String(this.opts.port), "--persist-to", this.persist, "--log-level", "warn"];
     for (const [k, v] of Object.entries(vars)) args.push("--var", `${k}:${v}`);
     this.child = spawn("wrangler", args, { cwd: root, env, stdio: ["ignore", "pipe", "pipe"], detached: true });
@@ -123,26 +125,60 @@ async function call(base, method, route, body, key = ADMIN) {
     method,
     headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(15_000),
+    signal: AbortSignal.timeout(30_000),
   });
   const text = await res.text();
   return { status: res.status, body: text ? JSON.parse(text) : null };
 }
 
-function workload(opts, random) {
+/** Calls until the runtime answers (it may be down between a kill and its restart). */
+async function callUp(base, method, route, body, key, deadline) {
+  for (;;) {
+    try {
+      return await call(base, method, route, body, key);
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await sleep(500);
+    }
+  }
+}
+
+function workload(opts, random, customers) {
   return Array.from({ length: opts.runs }, (_, i) => {
+    const customer = customers[i % customers.length];
     const permanentAt = random() < 0.1 ? Math.floor(random() * opts.steps) : -1;
     const sleepAt = random() < 0.1 ? Math.floor(random() * opts.steps) : -1;
     const steps = Array.from({ length: opts.steps }, (_, s) => {
       if (s === sleepAt && s !== permanentAt) return { name: `s${s}`, type: "sleep", config: { durationMs: 1000 } };
-      const config = { durationMs: Math.floor(random() * 300) };
+      // Known token usage on every working step: the run's AI cost must equal it, priced.
+      const usage = { model: MODEL, inputTokens: 1000 + Math.floor(random() * 9000), cachedTokens: Math.floor(random() * 500), outputTokens: 100 + Math.floor(random() * 900) };
+      const config = { durationMs: Math.floor(random() * 300), usage };
       // Every attempt fails: a crashed attempt (worker_error) must not let the run slip through.
       if (s === permanentAt) Object.assign(config, { failTimes: 99, failKind: "permanent" });
       else Object.assign(config, { failRate: 0.15, failKind: "transient" });
-      return { name: `s${s}`, type: "synthetic", config, retry: { maxAttempts: 6, initialDelayMs: 100, maxDelayMs: 1000, backoffFactor: 2 } };
+      return { name: `s${s}`, type: "synthetic", config, timeoutMs: 60_000, retry: { maxAttempts: 6, initialDelayMs: 100, maxDelayMs: 1000, backoffFactor: 2 } };
     });
-    return { idempotencyKey: `chaos-${opts.seed}-${i}`, projectId: "chaos", steps, expectPermanent: permanentAt >= 0 };
+    return { customer, body: { idempotencyKey: `chaos-${opts.seed}-${i}`, projectId: "chaos", steps }, expectPermanent: permanentAt >= 0 };
   });
+}
+
+/** quantity × price per million, rounded half to even: the platform's own rule, in BigInt. */
+function costNano(quantity, perMillion) {
+  const n = BigInt(quantity) * BigInt(perMillion);
+  const q = n / 1_000_000n;
+  const r = n % 1_000_000n;
+  return 2n * r > 1_000_000n || (2n * r === 1_000_000n && q % 2n === 1n) ? q + 1n : q;
+}
+
+/** The AI cost a run must have: each succeeded step's usage, once, at the model's price. */
+function pricedUsage(spec, run, price) {
+  let nano = 0n;
+  for (const [i, step] of run.steps.entries()) {
+    const usage = spec.body.steps[i].config?.usage;
+    if (step.status !== "succeeded" || !usage) continue;
+    nano += costNano(usage.inputTokens, price.input) + costNano(usage.cachedTokens, price.cached) + costNano(usage.outputTokens, price.output);
+  }
+  return nano;
 }
 
 async function main() {
@@ -161,71 +197,155 @@ async function main() {
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
   const violations = [];
+  const kills = [];
   try {
-    console.log(`chaos: ${opts.runs} runs × ${opts.steps} steps, SIGKILL after ${Math.round(opts.killAt * 100)}% submitted, seed ${opts.seed}`);
+    console.log(`chaos: ${opts.runs} runs × ${opts.steps} steps for 2 customers (one with a ${BUDGET_USD} USD hard budget), default timers, seed ${opts.seed}`);
     await runtime.start();
-    const customerId = `chaos-${opts.seed.toString(36)}`;
-    const created = await call(runtime.base, "POST", "/v1/customers", { id: customerId, name: "Chaos" });
-    if (created.status !== 201) throw new Error(`customer: ${created.status} ${JSON.stringify(created.body)}`);
-    const key = created.body.apiKey;
+    const tag = opts.seed.toString(36);
+    const customers = [];
+    for (const [id, budget] of [[`chaos-${tag}-open`, undefined], [`chaos-${tag}-capped`, { monthlyLimitUsd: BUDGET_USD, softThresholds: [0.5] }]]) {
+      const created = await call(runtime.base, "POST", "/v1/customers", { id, name: id, ...(budget ? { budget } : {}) });
+      if (created.status !== 201) throw new Error(`customer: ${created.status} ${JSON.stringify(created.body)}`);
+      customers.push({ id, key: created.body.apiKey, budgeted: budget !== undefined });
+    }
+    const pricing = (await call(runtime.base, "GET", "/v1/pricing")).body.inForce.models.find((m) => m.model === MODEL);
+    const price = { input: pricing.inputNanoUsdPerMTok, cached: pricing.cachedInputNanoUsdPerMTok ?? pricing.inputNanoUsdPerMTok, output: pricing.outputNanoUsdPerMTok };
 
-    const runs = workload(opts, random);
+    const runs = workload(opts, random, customers);
     const ids = new Array(runs.length).fill(null);
+    const refused = new Set();
     let next = 0;
-    let killed = false;
     let submitted = 0;
-    const killAt = Math.floor(opts.runs * opts.killAt);
+    let watched = null; // a run in flight at the first kill: its cost before and after
     const submitOne = async (i) => {
-      const { expectPermanent, ...body } = runs[i];
+      const { customer, body } = runs[i];
       for (;;) {
         if (Date.now() > deadline) throw new Error("timed out submitting");
         try {
-          const res = await call(runtime.base, "POST", "/v1/runs", body, key);
+          const res = await call(runtime.base, "POST", "/v1/runs", body, customer.key);
           if (res.status === 202 || res.status === 200) return res.body.run.id;
+          if (res.status === 402 && customer.budgeted) return null; // the budget is spent: refused, as it should be
           throw new Error(`POST /v1/runs → ${res.status} ${JSON.stringify(res.body)}`);
-        } catch (err) {
+        } catch {
           // The runtime is down (killed): the idempotency key makes the retry safe.
           await sleep(500);
         }
       }
     };
+    const killAndRestart = async (phase, evidence) => {
+      console.log(`  ${submitted} submitted: SIGKILL the local runtime (${phase}${evidence ? `; ${evidence}` : ""})`);
+      kills.push({ phase, submitted, evidence });
+      runtime.kill();
+      await sleep(1500);
+      await runtime.start();
+      console.log("  runtime restarted on the same state");
+    };
+    const firstKill = Math.floor(opts.runs * opts.firstKillAt);
+    const secondKill = Math.floor(opts.runs * opts.secondKillAt);
+    let paused = null; // while a kill is prepared, submitters wait
     const worker = async () => {
       while (next < runs.length) {
+        while (paused) await paused;
         const i = next++;
+        if (ids[i] !== null) continue; // submitted by the director (the wave)
         ids[i] = await submitOne(i);
+        if (ids[i] === null) refused.add(i);
         submitted += 1;
-        if (!killed && submitted >= killAt) {
-          killed = true;
-          console.log(`  ${submitted} submitted: SIGKILL the local runtime`);
-          runtime.kill();
-          await sleep(1500);
-          await runtime.start();
-          console.log("  runtime restarted on the same state");
-        }
       }
     };
-    await Promise.all(Array.from({ length: opts.concurrency }, worker));
+    /** Fires the two kills at their moments, pausing new submissions meanwhile (work already submitted goes on). */
+    const director = async () => {
+      const pauseUntilDone = async (work) => {
+        let resume;
+        paused = new Promise((r) => (resume = r));
+        try {
+          await work();
+        } finally {
+          paused = null;
+          resume();
+        }
+      };
+      while (submitted < firstKill) await sleep(50);
+      await pauseUntilDone(async () => {
+        // Mid-step: runs are being worked on right now. Follow one of them across the kill.
+        const candidate = ids.filter(Boolean).at(-1);
+        const customer = runs[ids.indexOf(candidate)].customer;
+        const before = (await call(runtime.base, "GET", `/v1/runs/${candidate}/cost`, undefined, customer.key)).body;
+        const state = (await call(runtime.base, "GET", `/v1/runs/${candidate}`, undefined, customer.key)).body.run;
+        watched = { id: candidate, customer, before, statusBefore: state.status, stepsBefore: state.steps.map((s) => `${s.name}:${s.status}`).join(" ") };
+        await killAndRestart("mid-step", `${watched.id} ${watched.statusBefore}: ${watched.stepsBefore}`);
+      });
+      while (submitted < secondKill) await sleep(50);
+      await pauseUntilDone(async () => {
+        // During cost delivery: a wave of runs that sleep together and end together, so that
+        // many deliver their costs at the same moment; the kill comes as the first one ends.
+        const open = customers.find((c) => !c.budgeted);
+        const wave = Array.from({ length: WAVE }, (_, w) => {
+          const usage = () => ({ model: MODEL, inputTokens: 2000 + Math.floor(random() * 2000), cachedTokens: 0, outputTokens: 200 + Math.floor(random() * 200) });
+          return {
+            customer: open,
+            body: {
+              idempotencyKey: `chaos-${opts.seed}-wave-${w}`,
+              projectId: "chaos",
+              steps: [
+                { name: "w0", type: "synthetic", config: { usage: usage() } },
+                { name: "nap", type: "sleep", config: { durationMs: 2000 } },
+                { name: "w1", type: "synthetic", config: { usage: usage() } },
+              ],
+            },
+            expectPermanent: false,
+          };
+        });
+        const first = runs.length;
+        runs.push(...wave);
+        ids.push(...wave.map(() => null));
+        await Promise.all(wave.map(async (_, w) => (ids[first + w] = await submitOne(first + w))));
+        submitted += wave.length;
+        const waveIds = ids.slice(first);
+        // Watch a sample; kill once a few of it have ended, while the rest of the wave is ending.
+        const sample = waveIds.filter((_, w) => w % 12 === 0);
+        for (const until = Date.now() + 30_000; Date.now() < until; ) {
+          const states = await Promise.all(sample.map((id) => call(runtime.base, "GET", `/v1/runs/${id}`, undefined, open.key).then((r) => r.body.run.status).catch(() => null)));
+          if (states.filter((st) => st === "succeeded").length >= 3) break;
+        }
+        await killAndRestart("during cost delivery", null);
+        // Right after the restart, before any alarm: the wave runs that had ended with their cost not yet counted.
+        let ended = 0;
+        let unsettled = 0;
+        for (const id of waveIds) {
+          const run = (await call(runtime.base, "GET", `/v1/runs/${id}`, undefined, open.key)).body.run;
+          if (TERMINAL.has(run.status)) {
+            ended += 1;
+            if (!run.cost.settled) unsettled += 1;
+          }
+        }
+        kills[kills.length - 1].evidence = `of ${WAVE} runs ending together, ${ended} had ended at the kill, ${unsettled} of them with cost not yet counted by the ledger`;
+      });
+    };
+    await Promise.all([director(), ...Array.from({ length: opts.concurrency }, worker)]);
+
 
     // Duplicate submissions after the fact: each must return the run it already made.
     for (let i = 0; i < runs.length; i += 10) {
-      const { expectPermanent, ...body } = runs[i];
-      const res = await call(runtime.base, "POST", "/v1/runs", body, key);
+      if (refused.has(i)) continue;
+      const { customer, body } = runs[i];
+      const res = await callUp(runtime.base, "POST", "/v1/runs", body, customer.key, deadline);
       if (res.status !== 200 || res.body.run.id !== ids[i]) violations.push(`duplicate submission of run #${i} answered ${res.status} with ${res.body?.run?.id ?? "no run"} (expected 200 and ${ids[i]})`);
     }
-    console.log(`  all ${runs.length} runs submitted; waiting for them to finish`);
+    const accepted = ids.map((id, i) => ({ id, i })).filter((r) => r.id !== null);
+    console.log(`  all ${runs.length} runs submitted (${refused.size} refused with 402 by the budget); waiting for them to finish`);
 
-    let finals = new Map();
+    const finals = new Map();
     for (;;) {
-      const pending = ids.filter((id) => !finals.has(id));
-      for (const id of pending) {
-        const res = await call(runtime.base, "GET", `/v1/runs/${id}`, undefined, key);
+      for (const { id, i } of accepted.filter((r) => !finals.has(r.id))) {
+        const res = await callUp(runtime.base, "GET", `/v1/runs/${id}`, undefined, runs[i].customer.key, deadline);
         if (res.status === 200 && TERMINAL.has(res.body.run.status)) finals.set(id, res.body.run);
       }
-      process.stdout.write(`\r  finished ${finals.size}/${ids.length}   `);
+      process.stdout.write(`\r  finished ${finals.size}/${accepted.length}   `);
       await cronTick(runtime.base);
-      if (finals.size === ids.length) break;
+      if (finals.size === accepted.length) break;
       if (Date.now() > deadline) {
-        violations.push(`${ids.length - finals.size} runs not finished within ${opts.timeoutS} s: ${ids.filter((id) => !finals.has(id)).slice(0, 5).join(", ")}…`);
+        violations.push(`${accepted.length - finals.size} runs not finished within ${opts.timeoutS} s: ${accepted.filter((r) => !finals.has(r.id)).slice(0, 5).map((r) => r.id).join(", ")}…`);
         break;
       }
       await sleep(2000);
@@ -234,19 +354,23 @@ async function main() {
 
     // Dead letters and alerts land through the queues after the run fails; one lost with the
     // killed runtime is sent again by the reconciler. Wait for them, within the deadline.
-    const failedRuns = [...finals.values()].filter((r) => r.status === "failed").length;
+    const isDeadLettered = (run) => run.status === "failed" && run.failure?.type !== "budget_exceeded";
+    const deadLettered = [...finals.values()].filter(isDeadLettered).length;
     let entries = [];
     let alerts = [];
     for (;;) {
       entries = [];
-      for (let cursor = null; ;) {
-        const res = await call(runtime.base, "GET", `/v1/dlq?customerId=${customerId}&limit=500${cursor ? `&cursor=${cursor}` : ""}`);
-        entries.push(...res.body.entries);
-        cursor = res.body.nextCursor;
-        if (!cursor) break;
+      for (const customer of customers) {
+        for (let cursor = null; ;) {
+          const res = await callUp(runtime.base, "GET", `/v1/dlq?customerId=${customer.id}&limit=500${cursor ? `&cursor=${cursor}` : ""}`, undefined, ADMIN, deadline);
+          entries.push(...res.body.entries);
+          cursor = res.body.nextCursor;
+          if (!cursor) break;
+        }
       }
-      alerts = (await call(runtime.base, "GET", "/v1/alerts?kind=dlq_entry&limit=500")).body.alerts.filter((a) => a.customerId === customerId);
-      if ((entries.length >= failedRuns && alerts.length >= entries.length) || Date.now() > deadline) break;
+      const ours = new Set(customers.map((c) => c.id));
+      alerts = (await callUp(runtime.base, "GET", "/v1/alerts?kind=dlq_entry&limit=500", undefined, ADMIN, deadline)).body.alerts.filter((a) => ours.has(a.customerId));
+      if ((entries.length >= deadLettered && alerts.length >= entries.length) || Date.now() > deadline) break;
       await cronTick(runtime.base);
       await sleep(2000);
     }
@@ -255,22 +379,27 @@ async function main() {
     for (const e of entries) byRun.set(e.runId, [...(byRun.get(e.runId) ?? []), e]);
     let succeeded = 0;
     let failed = 0;
+    let stoppedByBudget = 0;
     let retried = 0;
-    for (const [i, id] of ids.entries()) {
+    for (const { id, i } of accepted) {
       const run = finals.get(id);
       if (!run) continue;
       const dead = byRun.get(id) ?? [];
       if (run.status === "succeeded") {
         succeeded += 1;
         if (dead.length) violations.push(`run ${id} succeeded but has ${dead.length} DLQ entries`);
+      } else if (run.status === "failed" && run.failure?.type === "budget_exceeded") {
+        stoppedByBudget += 1;
+        if (!runs[i].customer.budgeted) violations.push(`run ${id} of a customer without a budget failed budget_exceeded`);
+        if (dead.length) violations.push(`run ${id} stopped by its budget but has ${dead.length} DLQ entries`);
       } else if (run.status === "failed") {
         failed += 1;
         if (dead.length !== 1) violations.push(`run ${id} failed (${run.failure?.type} at ${run.failure?.step}) with ${dead.length} DLQ entries, expected 1`);
       } else violations.push(`run ${id} ended ${run.status}`);
-      if (runs[i].expectPermanent && run.status !== "failed") violations.push(`run ${id} had a permanent failure but ${run.status}`);
+      if (runs[i].expectPermanent && run.status === "succeeded") violations.push(`run ${id} had a permanent failure but succeeded`);
       retried += run.steps.reduce((n, s) => n + Math.max(0, s.attempts - 1), 0);
 
-      const events = (await call(runtime.base, "GET", `/v1/runs/${id}/events`, undefined, key)).body.events;
+      const events = (await callUp(runtime.base, "GET", `/v1/runs/${id}/events`, undefined, runs[i].customer.key, deadline)).body.events;
       const succeededAt = new Map();
       for (const e of events) {
         if (e.type === "step.succeeded") succeededAt.set(e.step, e.seq);
@@ -283,15 +412,72 @@ async function main() {
     if (alerts.length !== entries.length) violations.push(`${alerts.length} alerts for ${entries.length} DLQ entries`);
     for (const e of entries) if (!alertedEntries.has(e.id)) violations.push(`DLQ entry ${e.id} has no alert`);
 
+    // ---- money ----------------------------------------------------------------------------
+    // Every run's cost settles (counted by its ledger); its AI part equals its priced usage.
+    const costs = new Map();
+    for (;;) {
+      for (const { id, i } of accepted.filter((r) => !costs.has(r.id))) {
+        const res = await callUp(runtime.base, "GET", `/v1/runs/${id}/cost`, undefined, runs[i].customer.key, deadline);
+        if (res.status === 200 && res.body.settled) costs.set(id, res.body);
+      }
+      if (costs.size === accepted.length || Date.now() > deadline) break;
+      await cronTick(runtime.base);
+      await sleep(2000);
+    }
+    if (costs.size !== accepted.length) violations.push(`${accepted.length - costs.size} runs' costs never settled: ${accepted.filter((r) => !costs.has(r.id)).slice(0, 5).map((r) => r.id).join(", ")}`);
+    const money = [];
+    for (const customer of customers) {
+      let sumOfRuns = 0n;
+      for (const { id, i } of accepted.filter((r) => runs[r.i].customer === customer)) {
+        const cost = costs.get(id);
+        if (!cost) continue;
+        sumOfRuns += BigInt(cost.totalNanoUsd);
+        const expectedAi = pricedUsage(runs[i], finals.get(id), price);
+        if (BigInt(cost.aiNanoUsd) !== expectedAi) violations.push(`run ${id}: AI cost ${cost.aiNanoUsd} nano-USD, priced usage ${expectedAi} (difference ${BigInt(cost.aiNanoUsd) - expectedAi})`);
+        if (BigInt(cost.aiNanoUsd) + BigInt(cost.infraNanoUsd) !== BigInt(cost.totalNanoUsd)) violations.push(`run ${id}: AI + infrastructure ≠ total`);
+      }
+      // The ledger and D1 agree once D1 has caught up (its writes go through the events queue).
+      let ledger;
+      let report;
+      let reconciliation;
+      for (;;) {
+        ledger = (await callUp(runtime.base, "GET", `/v1/customers/${customer.id}`, undefined, ADMIN, deadline)).body.customer.spend;
+        report = (await callUp(runtime.base, "GET", `/v1/costs?customerId=${customer.id}`, undefined, ADMIN, deadline)).body;
+        reconciliation = (await callUp(runtime.base, "GET", `/v1/customers/${customer.id}/ledger`, undefined, ADMIN, deadline)).body.ledger.reconciliation;
+        const agree = BigInt(ledger.monthToDateNanoUsd) === sumOfRuns && BigInt(report.totalNanoUsd) === sumOfRuns && BigInt(reconciliation.differenceNanoUsd) === 0n;
+        if ((agree && BigInt(ledger.heldNanoUsd) === 0n) || Date.now() > deadline) break;
+        await cronTick(runtime.base);
+        await sleep(3000);
+      }
+      const ledgerNano = BigInt(ledger.monthToDateNanoUsd);
+      const d1Nano = BigInt(report.totalNanoUsd);
+      money.push({ customer: customer.id, runs: sumOfRuns, ledger: ledgerNano, d1: d1Nano, held: BigInt(ledger.heldNanoUsd), reconciliation });
+      if (ledgerNano !== sumOfRuns) violations.push(`${customer.id}: ledger month-to-date ${ledgerNano} ≠ sum of its runs' costs ${sumOfRuns} (difference ${ledgerNano - sumOfRuns})`);
+      if (d1Nano !== ledgerNano) violations.push(`${customer.id}: D1 report total ${d1Nano} ≠ ledger ${ledgerNano} (difference ${d1Nano - ledgerNano})`);
+      if (BigInt(reconciliation.differenceNanoUsd) !== 0n || reconciliation.unexplained.length > 0) violations.push(`${customer.id}: reconciliation difference ${reconciliation.differenceNanoUsd}, unexplained ${JSON.stringify(reconciliation.unexplained).slice(0, 300)}`);
+      if (BigInt(ledger.heldNanoUsd) !== 0n) violations.push(`${customer.id}: ${ledger.heldNanoUsd} nano-USD still held after every run ended`);
+      if (customer.budgeted && ledgerNano > BigInt(Math.round(Number(BUDGET_USD) * 1e9))) violations.push(`${customer.id}: spend ${ledgerNano} passed the ${BUDGET_USD} USD limit`);
+    }
+
     console.log("\nchaos summary");
-    console.log(`  runs            ${ids.length} (succeeded ${succeeded}, failed ${failed})`);
+    console.log(`  runs            ${runs.length} submitted, ${accepted.length} accepted, ${refused.size} refused (402) — succeeded ${succeeded}, failed ${failed}, stopped by budget ${stoppedByBudget}`);
     console.log(`  retried attempts ${retried}`);
     console.log(`  DLQ entries     ${entries.length} (one per failed run: ${failed === entries.length ? "yes" : "no"})`);
     console.log(`  alerts          ${alerts.length}`);
-    console.log(`  runtime starts  ${runtime.starts} (killed with SIGKILL once)`);
+    console.log(`  runtime starts  ${runtime.starts} (SIGKILL: ${kills.map((k) => `${k.phase} after ${k.submitted} submitted`).join("; ")})`);
+    for (const k of kills) if (k.evidence) console.log(`                  ${k.phase}: ${k.evidence}`);
+    console.log("  money (nano-USD)  customer: Σ runs | ledger | D1 report | held | reconciliation difference");
+    for (const m of money) console.log(`    ${m.customer}: ${m.runs} | ${m.ledger} | ${m.d1} | ${m.held} | ${m.reconciliation.differenceNanoUsd} (${m.reconciliation.runsCompared} runs compared, ${m.reconciliation.repaired.length} repaired)`);
+    if (watched) {
+      const after = costs.get(watched.id) ?? (await callUp(runtime.base, "GET", `/v1/runs/${watched.id}/cost`, undefined, watched.customer.key, deadline)).body;
+      const line = (c) => `total ${c.totalNanoUsd} = AI ${c.aiNanoUsd} + infra ${c.infraNanoUsd}; settled ${c.settled}; ${c.lines.map((l) => `${l.meter}${l.model ? `/${l.model}` : ""} ${l.quantity}→${l.nanoUsd}`).join(", ")}`;
+      console.log(`  one run across the first kill: ${watched.id} (${watched.stepsBefore} when killed)`);
+      console.log(`    before: ${line(watched.before)}`);
+      console.log(`    after:  ${line(after)} (${finals.get(watched.id)?.status})`);
+    }
     console.log(`  elapsed         ${((Date.now() - began) / 1000).toFixed(0)} s`);
     console.log(`  violations      ${violations.length}`);
-    for (const v of violations.slice(0, 20)) console.log(`    - ${v}`);
+    for (const v of violations.slice(0, 30)) console.log(`    - ${v}`);
   } finally {
     runtime.stop();
     await sleep(500);

@@ -119,20 +119,27 @@ export class CustomerLedger extends DurableObject implements CustomerLedgerApi {
    */
   async admit(input: z.input<typeof AdmitInputSchema> = {}): Promise<AdmitReply> {
     countUsage("do_requests");
-    const { runId, creationHold } = AdmitInputSchema.parse(input);
+    const { runId, holds } = AdmitInputSchema.parse(input);
     const now = Date.now();
     const summary = this.readSummary(now);
     const budget = this.budget();
     const limited = budget.limitNanoUsd !== null;
     if (summary.state === "exhausted") {
-      return { allowed: false, limited, refusal: `the monthly budget of ${nanoToUsdString(budget.limitNanoUsd!)} USD is spent (${nanoToUsdString(BigInt(summary.spendNanoUsd))} USD)`, summary };
+      return { allowed: false, limited, placed: [], refusal: `the monthly budget of ${nanoToUsdString(budget.limitNanoUsd!)} USD is spent (${nanoToUsdString(BigInt(summary.spendNanoUsd))} USD)`, summary };
     }
-    if (limited && creationHold) {
-      const held = this.placeHold(creationHold, summary);
-      if (!held.ok) return { allowed: false, limited, refusal: held.message, summary };
+    const placed: string[] = [];
+    if (limited && holds?.length) {
+      // All or none: the holds the run needs (those not placed already) must fit together.
+      const fresh = holds.filter((h) => this.sql`SELECT 1 FROM holds WHERE id = ${h.holdId}`.length === 0);
+      const refusal = holdRefusal(budget, BigInt(summary.spendNanoUsd), BigInt(summary.heldNanoUsd), fresh.reduce((sum, h) => sum + BigInt(h.nanoUsd), 0n));
+      if (refusal) return { allowed: false, limited, placed, refusal, summary };
+      for (const h of fresh) {
+        this.sql`INSERT INTO holds (id, run_id, nano_usd, expires_at) VALUES (${h.holdId}, ${h.runId}, ${h.nanoUsd}, ${h.expiresAt})`;
+        placed.push(h.holdId);
+      }
     }
     if (!limited && runId) this.sql`INSERT OR IGNORE INTO active_runs (run_id, admitted_at) VALUES (${runId}, ${now})`;
-    return { allowed: true, limited, refusal: null, summary: limited && creationHold ? this.readSummary(now) : summary };
+    return { allowed: true, limited, refusal: null, placed, summary: placed.length > 0 ? this.readSummary(now) : summary };
   }
 
   /**
@@ -146,12 +153,13 @@ export class CustomerLedger extends DurableObject implements CustomerLedgerApi {
     return this.placeHold(hold, this.readSummary(Date.now()));
   }
 
-  /** Lets a hold go without a cost to settle it (the step it was for never started). */
+  /** Lets a hold go without a cost to settle it (the step it was for never started), and forgets a run admitted again after it had ended. */
   async release(input: z.input<typeof ReleaseInputSchema>): Promise<void> {
     countUsage("do_requests");
-    const { holdId } = ReleaseInputSchema.parse(input);
+    const { holdIds, endedRunId } = ReleaseInputSchema.parse(input);
     this.ensureSchema();
-    this.sql`DELETE FROM holds WHERE id = ${holdId}`;
+    if (holdIds?.length) this.sql`DELETE FROM holds WHERE id IN (SELECT value FROM json_each(${JSON.stringify(holdIds)}))`;
+    if (endedRunId) this.sql`DELETE FROM active_runs WHERE run_id = ${endedRunId}`;
   }
 
   /**
@@ -161,7 +169,7 @@ export class CustomerLedger extends DurableObject implements CustomerLedgerApi {
    */
   async record(input: z.input<typeof RecordInputSchema>): Promise<RecordReply> {
     countUsage("do_requests");
-    const { customerId, runId, records, rollup, final } = RecordInputSchema.parse(input);
+    const { customerId, runId, records, rollup, final, releaseHolds } = RecordInputSchema.parse(input);
     this.ensureSchema();
     const now = Date.now();
     let counted = 0;
@@ -175,7 +183,7 @@ export class CustomerLedger extends DurableObject implements CustomerLedgerApi {
         this.sql`INSERT OR REPLACE INTO spend (month, nano_usd) VALUES (${month}, ${(this.spend(month) + nano).toString()})`;
         months[month] = (BigInt(months[month] ?? "0") + nano).toString();
       }
-      const holdIds = records.map((r) => r.holdId).filter((id): id is string => id !== null);
+      const holdIds = [...records.map((r) => r.holdId).filter((id): id is string => id !== null), ...releaseHolds];
       if (holdIds.length > 0) this.sql`DELETE FROM holds WHERE id IN (SELECT value FROM json_each(${JSON.stringify(holdIds)}))`;
       const seq = Math.max(run?.seq ?? 0, ...fresh.map((r) => r.seq));
       if (!run || fresh.length > 0) {

@@ -19,11 +19,18 @@ export const ReserveInputSchema = z.object({
 export const AdmitInputSchema = z.object({
   /** The run about to start (or resume): tracked while the customer has no budget, so a budget set later reaches it. */
   runId: z.string().min(1).max(100).optional(),
-  /** Under a hard budget, the run's creation is held like a step (settled by its creation record). */
-  creationHold: ReserveInputSchema.optional(),
+  /**
+   * Under a hard budget, held before the run may start, all or none: its creation (settled by its
+   * creation record) and an allowance for its life outside steps (released by its last delivery).
+   */
+  holds: z.array(ReserveInputSchema).max(4).optional(),
 });
 
-export const ReleaseInputSchema = z.object({ holdId: z.string().min(1).max(200) });
+export const ReleaseInputSchema = z.object({
+  holdIds: z.array(z.string().min(1).max(200)).max(10).optional(),
+  /** A run that was admitted again (an idempotent replay) but had already ended: not in flight. */
+  endedRunId: z.string().min(1).max(100).optional(),
+});
 
 /** A priced cost record as the ledger counts it: its run sequence number, instant and amount. */
 export const LedgerRecordSchema = z.object({
@@ -41,6 +48,8 @@ export const RecordInputSchema = z.object({
   rollup: RunRollupSchema,
   /** The run has ended: it is no longer in flight. */
   final: z.boolean().default(false),
+  /** Holds let go with this delivery that no record settles (the run's allowance, at its end). */
+  releaseHolds: z.array(z.string().min(1).max(200)).max(10).default([]),
 });
 
 export const ReconcileInputSchema = z.object({
@@ -72,6 +81,8 @@ export interface AdmitReply {
   limited: boolean;
   /** Why the run is refused, when it is. */
   refusal: string | null;
+  /** The holds this call placed (a hold of the same id already in place is not placed again). */
+  placed: string[];
   summary: LedgerSummary;
 }
 

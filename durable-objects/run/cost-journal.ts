@@ -178,7 +178,7 @@ export class CostJournal {
       aiNanoUsd: summary.aiNanoUsd.toString(),
       infraNanoUsd: summary.infraNanoUsd.toString(),
       lines: summary.lines.map((l) => ({ meter: l.meter, model: l.model, quantity: l.quantity.toString(), nanoUsd: l.nanoUsd.toString(), estimated: l.estimated })),
-      settled: !this.undelivered,
+      settled: this.recordsPending === 0,
       pendingRecords: this.recordsPending,
     };
   }

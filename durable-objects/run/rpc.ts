@@ -104,7 +104,7 @@ export interface RunCostView {
   aiNanoUsd: string;
   infraNanoUsd: string;
   lines: { meter: string; model: string | null; quantity: string; nanoUsd: string; estimated: boolean }[];
-  /** Every record is priced and counted in the customer's ledger. */
+  /** Every record is priced and counted in the customer's ledger (overhead still accruing in a live run is not a record yet). */
   settled: boolean;
   /** Records not yet counted in the ledger (priced or still waiting for a price). */
   pendingRecords: number;
@@ -164,6 +164,8 @@ export interface RunCoordinatorApi {
 
 /** The hold a run of a hard-budgeted customer places for its creation, settled by its creation record. */
 export const creationHoldId = (runId: string) => `${runId}:create`;
+/** The hold of a run's allowance for its life outside steps, released by its last delivery. */
+export const runHoldId = (runId: string) => `${runId}:run`;
 
 /**
  * The stub of run `runId`'s object. Typed through RunCoordinatorApi: the generated RPC

@@ -79,6 +79,7 @@ import {
   type StartStepResult,
   type StepAssignment,
   creationHoldId,
+  runHoldId,
 } from "./rpc";
 import { createSchema, migrateSchema } from "./schema";
 
@@ -107,6 +108,8 @@ interface CommitOptions {
   book?: PriceBook | null;
   /** This command creates the run: its creation record takes the request and rows. */
   creation?: boolean;
+  /** The control plane's own check (the reconciler's poke): the platform's cost, not the run's. */
+  unbilled?: boolean;
   alarmFired?: boolean;
 }
 
@@ -124,6 +127,8 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
   private readonly meters = new Map<string, AttemptMeter>();
   /** The status the D1 run index was last sent (this wake); see indexDue(). */
   private indexedStatus: RunState["status"] | null = null;
+  /** Each attempt's outcome as last sent to the index (this wake): only changed attempts write D1 rows. */
+  private readonly indexedAttempts = new Map<string, string>();
   /** When undelivered costs are next due for delivery (part of the one alarm); null: nothing due. */
   private costsDueAt: number | null = null;
   private costFailures = 0;
@@ -193,7 +198,10 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     if (!result.ok) return result;
     await this.commit(state, result.outcome, { request: true, billTo: String(leaseId) });
     // A step that needs heartbeats is a long one: now the index should say the run is running.
-    if (this.indexedStatus !== state.status) await this.sendIndexUpdate(state);
+    if (this.indexedStatus !== state.status) {
+      this.journal.addOverhead({ queueOperations: QUEUE_OPERATIONS_PER_MESSAGE, d1RowsWritten: INDEX_ROWS_PER_RUN + INDEX_ROWS_PER_ATTEMPT * this.attemptsToIndex(state) });
+      await this.sendIndexUpdate(state);
+    }
     return { ok: true };
   }
 
@@ -227,6 +235,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
       const stopped = stopForBudget(state, "the customer's monthly budget is spent", this.clock());
       if (stopped.ok) {
         await this.commit(state, stopped.outcome);
+        this.ctx.waitUntil(this.deliverCosts(state));
         return { ok: true, next: null, runStatus: state.status };
       }
     }
@@ -322,8 +331,10 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     const outcome = fireTimers(state, this.clock());
     this.indexedStatus = null;
     outcome.statusChanged = true;
-    await this.commit(state, outcome, { request: true, alarmFired: true, book });
-    if (this.journal.undelivered) await this.deliverCosts(state);
+    await this.commit(state, outcome, { request: true, alarmFired: true, book, unbilled: true });
+    // Records a crash left undelivered go now; the poke's own overhead waits for the run's next
+    // delivery, or goes now when the run has ended (nothing else will deliver it).
+    if (this.journal.recordsPending > 0 || (isTerminalRun(state.status) && this.journal.undelivered)) await this.deliverCosts(state);
     return { status: state.status };
   }
 
@@ -392,7 +403,11 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
       const hold = await this.holdBudget(state, msg.stepIndex);
       if (!hold.ok) {
         const stopped = stopForBudget(state, hold.message, this.clock());
-        if (stopped.ok) await this.commit(state, stopped.outcome, { request: options.queued });
+        if (stopped.ok) {
+          await this.commit(state, stopped.outcome, { request: options.queued });
+          // The run ended here: what it cost so far goes to the ledger, as at every other end.
+          this.ctx.waitUntil(this.deliverCosts(state));
+        }
         return { ok: false, reason: "budget_exceeded" };
       }
       holdId = hold.holdId;
@@ -400,7 +415,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     const started = startStep(state, msg, this.clock());
     if (!started.ok) {
       // Something else started or ended the step while the hold was placed.
-      if (holdId) this.ctx.waitUntil(ledgerStub(this.env as Env, state.def.customerId).release({ holdId }).catch(() => {}));
+      if (holdId) this.ctx.waitUntil(ledgerStub(this.env as Env, state.def.customerId).release({ holdIds: [holdId] }).catch(() => {}));
       return started;
     }
     return this.assign(state, started.outcome, { request: options.queued, queuedStart: options.queued, billTo: started.outcome.started!.leaseId, holdId });
@@ -523,12 +538,13 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     }
     const indexing = outcome.statusChanged && this.indexDue(state);
     const billTo = options.billTo !== undefined ? this.meters.get(options.billTo) : undefined;
-    if (!options.creation) {
+    const overhead = !options.creation && !options.unbilled;
+    if (overhead) {
       const messages = (indexing ? 1 : 0) + outcome.deadLetters.length;
       this.journal.addOverhead({
         doRequests: options.request && !billTo ? 1 : 0,
         queueOperations: messages * QUEUE_OPERATIONS_PER_MESSAGE,
-        d1RowsWritten: indexing ? INDEX_ROWS_PER_RUN + INDEX_ROWS_PER_ATTEMPT * attemptCount(state) : 0,
+        d1RowsWritten: indexing ? INDEX_ROWS_PER_RUN + INDEX_ROWS_PER_ATTEMPT * this.attemptsToIndex(state) : 0,
       });
     }
     try {
@@ -550,12 +566,12 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
         const costRecords = outcome.closed.length + (options.creation ? 1 : 0);
         // Rows still to write: the step rows, the cost records, and the journal's state row
         // when it changes (it does when this command's rows go to the run's overhead).
-        const stateRow = !billTo && !options.creation ? 1 : this.journal.stateRowsDue;
+        const stateRow = !billTo && overhead ? 1 : this.journal.stateRowsDue;
         const rows = usageTotals().do_rows_written - rowsBefore + outcome.touched.size + costRecords + stateRow;
         if (billTo) {
           billTo.doRequests += options.request ? 1 : 0;
           billTo.rowsWritten += rows;
-        } else if (!options.creation) {
+        } else if (overhead) {
           this.journal.addOverhead({ rowsWritten: rows });
         }
         if (outcome.touched.size > 0) {
@@ -604,7 +620,8 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
       throw err;
     }
     this.lastSeq += outcome.events.length;
-    if (outcome.closed.length > 0 && this.costsDueAt === null) this.costsDueAt = now + COST_FLUSH_MS;
+    // An attempt closed or the run ended: its costs get a timer (the alarm), whatever else delivers them.
+    if ((outcome.closed.length > 0 || (outcome.statusChanged && isTerminalRun(state.status))) && this.costsDueAt === null) this.costsDueAt = now + COST_FLUSH_MS;
     const alarm = this.armAlarm(state, options.alarmFired === true);
     for (const event of outcome.events) {
       log(event.type, { runId: state.def.id, step: event.step, attempt: event.attempt, pool: state.def.pool, ...event.data }, levelOf(event.type));
@@ -629,7 +646,8 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
       this.journal.persistState();
     });
     log("costs.late_usage", { runId: state.def.id, step: state.def.steps[step.index]!.name, attempt: attempt.attempt, pool: state.def.pool, leaseId });
-    if (this.costsDueAt === null) this.costsDueAt = Date.now();
+    // The alarm is the fallback (a crash before the delivery below): due later, so it does not race the delivery and bill a second one.
+    if (this.costsDueAt === null) this.costsDueAt = Date.now() + COST_RETRY_MS[0]!;
     await this.armAlarm(state, false);
     this.ctx.waitUntil(this.deliverCosts(state));
   }
@@ -661,13 +679,16 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
       const { records, blockedBy } = this.journal.deliverable(book);
       if (blockedBy.length > 0) log("costs.unpriced_model", { runId: state.def.id, pool: state.def.pool, models: blockedBy }, "error");
       const upTo = records.length > 0 ? records[records.length - 1]!.seq : this.journal.lastSentSeq;
+      const final = isTerminalRun(state.status) && blockedBy.length === 0;
       try {
         const reply = await ledgerStub(this.env as Env, state.def.customerId).record({
           customerId: state.def.customerId,
           runId: state.def.id,
           records: records.map((r) => ({ seq: r.seq, at: r.at, nanoUsd: r.nanoUsd.toString(), holdId: r.holdId })),
           rollup: this.journal.rollup(attribution, upTo),
-          final: isTerminalRun(state.status) && blockedBy.length === 0,
+          final,
+          // The run's allowance for its life outside steps goes with its last delivery.
+          releaseHolds: final && state.def.budgetLimited ? [runHoldId(state.def.id)] : [],
         });
         this.journal.markSent(upTo);
         this.costFailures = 0;
@@ -776,8 +797,16 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     }
   }
 
+  /** Attempt rows the next index message will write in D1: those new or changed since the last one (all, after a wake). */
+  private attemptsToIndex(state: RunState): number {
+    let changed = 0;
+    for (const s of state.steps) for (const h of s.history) if (this.indexedAttempts.get(`${s.index}.${h.attempt}`) !== h.outcome) changed += 1;
+    return Math.min(MAX_INDEXED_ATTEMPTS, changed);
+  }
+
   private async sendIndexUpdate(state: RunState) {
     this.indexedStatus = state.status;
+    for (const s of state.steps) for (const h of s.history) this.indexedAttempts.set(`${s.index}.${h.attempt}`, h.outcome);
     const def = state.def;
     const message: EventMessage = {
       kind: "run.index",
@@ -873,7 +902,6 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
 
 /** The index message carries at most this many attempts (the latest). */
 const MAX_INDEXED_ATTEMPTS = 200;
-const attemptCount = (state: RunState) => Math.min(MAX_INDEXED_ATTEMPTS, state.steps.reduce((n, s) => n + s.history.length, 0));
 
 /** Transitions every attempt passes through are debug; outcomes and run transitions are info. */
 const DEBUG_EVENTS = new Set(["step.started", "step.queued"]);

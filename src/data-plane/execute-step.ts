@@ -7,7 +7,7 @@ import { fail, type StepResult } from "../steps/step-type";
 
 
 export interface LeaseKeeper {
-  heartbeat(leaseId: string): Promise<{ ok: boolean }>;
+  heartbeat(leaseId: string): Promise<{ ok: boolean; reason?: string }>;
 }
 
 /**
@@ -27,8 +27,18 @@ export async function executeAssignment(assignment: StepAssignment, env: Env, ru
   const timeoutMs = Math.min(assignment.step.timeoutMs ?? MAX_STEP_TIMEOUT_MS, MAX_STEP_TIMEOUT_MS);
   const controller = new AbortController();
   const timeout = setTimeout(() => controller.abort(new Error(`step timed out after ${timeoutMs} ms`)), timeoutMs);
+  let leaseLost: string | null = null;
   const heartbeats = setInterval(() => {
-    run.heartbeat(assignment.leaseId).catch((err) => log("lease.heartbeat_failed", { runId: assignment.runId, step: assignment.step.name, error: errorMessage(err) }, "warn"));
+    run
+      .heartbeat(assignment.leaseId)
+      .then((reply) => {
+        // The run was cancelled or the attempt superseded: stop working (and spending) at once.
+        if (!reply.ok && (reply.reason === "run_finished" || reply.reason === "stale_lease")) {
+          leaseLost = reply.reason;
+          controller.abort(new Error(`the attempt's lease is gone (${reply.reason})`));
+        }
+      })
+      .catch((err) => log("lease.heartbeat_failed", { runId: assignment.runId, step: assignment.step.name, error: errorMessage(err) }, "warn"));
   }, Math.max(250, Math.floor(assignment.leaseMs / 3)));
   try {
     const result = await stepType.execute(parsed.data, {
@@ -43,6 +53,7 @@ export async function executeAssignment(assignment: StepAssignment, env: Env, ru
     const beyond = result.ok && result.usage ? usageBoundsViolation(result.usage) : null;
     return beyond ? fail("permanent", `the step reported usage beyond the platform's bounds: ${beyond}`) : result;
   } catch (err) {
+    if (leaseLost) return fail("cancelled", errorMessage(controller.signal.reason));
     if (controller.signal.aborted) return fail("timeout", errorMessage(controller.signal.reason));
     return fail("worker_error", `step threw: ${errorMessage(err)}`);
   } finally {

@@ -20,11 +20,17 @@ export const MAX_ROWS_PER_COMMAND = 16;
 /** Rows one heartbeat writes (the step row with its new deadline). */
 export const ROWS_PER_HEARTBEAT = 1;
 /**
- * The run's own operations around one attempt — its share of index updates, the cost delivery
- * to the ledger and on to D1, an alarm — billed as overhead records: 50,000 nano-USD ($0.00005),
- * several times what they cost at Cloudflare's prices.
+ * The run's own operations around one attempt — its cost delivery to the ledger and on to D1,
+ * an index update, a retry timer — billed as overhead records: 25,000 nano-USD, about twice what
+ * they cost at Cloudflare's prices.
  */
-export const OVERHEAD_ALLOWANCE_NANO = 50_000n;
+export const OVERHEAD_ALLOWANCE_NANO = 25_000n;
+/**
+ * Held for a run's whole life, beside its steps' holds: what the run does outside any step (its
+ * end, or its stop by the budget, and the index update and delivery that follow; alarms of its
+ * sleeps). Released with the run's last delivery.
+ */
+export const RUN_ALLOWANCE_NANO = 25_000n;
 
 export type WorstCase = { ok: true; nanoUsd: bigint } | { ok: false; unpriced: string[] };
 
@@ -54,11 +60,14 @@ export function worstCaseAttempt(book: PriceBook, at: number, step: { tokens: re
   return { ok: true, nanoUsd: nano };
 }
 
-/** Creating a run at most: the API request, the create request and its rows, and the overhead allowance. */
+/**
+ * Creating a run at most: the API request, the create request and its rows, the run index row,
+ * and the delivery of the creation's cost (a ledger request and its rows, a message to D1 and the
+ * rows it writes).
+ */
 export function worstCaseCreation(book: PriceBook, at: number): bigint {
-  let nano = OVERHEAD_ALLOWANCE_NANO;
-  for (const [meter, quantity] of [["worker_requests", 1], ["do_requests", 1], ["do_rows_written", MAX_ROWS_PER_COMMAND]] as const) {
-    nano += book.priceInfra(meter, quantity, at)?.nanoUsd ?? 0n;
-  }
+  let nano = 0n;
+  const quantities = [["worker_requests", 1], ["do_requests", 2], ["do_rows_written", MAX_ROWS_PER_COMMAND + 8], ["queue_operations", 3], ["d1_rows_written", 10]] as const;
+  for (const [meter, quantity] of quantities) nano += book.priceInfra(meter, quantity, at)?.nanoUsd ?? 0n;
   return nano;
 }

@@ -1,39 +1,47 @@
 /**
  * Whether a customer may start (or resume) a run now, asked of its ledger. Under a hard budget
- * the run's creation is held like a step, so even a burst of new runs cannot pass the limit.
+ * the run's creation is held like a step, and so is an allowance for what the run does outside
+ * its steps, so even a burst of new runs cannot pass the limit.
  */
 import { ledgerStub } from "../../durable-objects/ledger/rpc";
-import { creationHoldId, runStub } from "../../durable-objects/run/rpc";
+import { creationHoldId, runHoldId, runStub } from "../../durable-objects/run/rpc";
 import { ApiError } from "../api/errors";
-import { worstCaseCreation } from "../domain/worst-case";
+import { RUN_ALLOWANCE_NANO, worstCaseCreation } from "../domain/worst-case";
 import { cachedPriceBook } from "./pricing-service";
 
 /** A creation hold lapses on its own after this long, if the run was never created. */
 const CREATION_HOLD_MS = 10 * 60_000;
+/** A run's allowance lapses on its own after this long (a run's last delivery releases it first). */
+const RUN_HOLD_MS = 7 * 86_400_000;
 
 export interface Admission {
   /** The customer has a hard budget: the run holds each step against it. */
   limited: boolean;
-  /** The creation hold placed, to release if no run is created after all. */
-  holdId: string | null;
+  /** The holds this admission placed, to release if no run is created after all. */
+  holdIds: string[];
 }
 
 export async function admitRun(env: Env, customerId: string, runId: string, options: { creation: boolean }): Promise<Admission> {
   const now = Date.now();
-  const holdId = creationHoldId(runId);
-  const creationHold = options.creation
-    ? { holdId, runId, nanoUsd: worstCaseCreation(await cachedPriceBook(env, now, { allowStale: true }), now).toString(), expiresAt: now + CREATION_HOLD_MS }
-    : undefined;
-  const reply = await ledgerStub(env, customerId).admit({ runId, creationHold });
+  const holds = [{ holdId: runHoldId(runId), runId, nanoUsd: RUN_ALLOWANCE_NANO.toString(), expiresAt: now + RUN_HOLD_MS }];
+  if (options.creation) {
+    const book = await cachedPriceBook(env, now, { allowStale: true });
+    holds.push({ holdId: creationHoldId(runId), runId, nanoUsd: worstCaseCreation(book, now).toString(), expiresAt: now + CREATION_HOLD_MS });
+  }
+  const reply = await ledgerStub(env, customerId).admit({ runId, holds });
   if (!reply.allowed) {
     throw new ApiError("budget_exhausted", `customer "${customerId}" cannot start a run: ${reply.refusal ?? "its monthly budget is spent"}; raise the budget or wait for the month to end`);
   }
-  return { limited: reply.limited, holdId: reply.limited && creationHold ? holdId : null };
+  return { limited: reply.limited, holdIds: reply.placed };
 }
 
-/** Lets a creation hold go when no run was created (an idempotent replay, a refused request). */
-export async function releaseCreationHold(env: Env, customerId: string, admission: Admission): Promise<void> {
-  if (admission.holdId) await ledgerStub(env, customerId).release({ holdId: admission.holdId });
+/**
+ * No run was created after all (an idempotent replay, a failed create): the creation hold is let
+ * go, and a replayed run that has already ended is not counted as in flight.
+ */
+export async function undoAdmission(env: Env, customerId: string, runId: string, admission: Admission, options: { runEnded: boolean }): Promise<void> {
+  if (admission.holdIds.length === 0 && !options.runEnded) return;
+  await ledgerStub(env, customerId).release({ holdIds: admission.holdIds, ...(options.runEnded ? { endedRunId: runId } : {}) });
 }
 
 /**

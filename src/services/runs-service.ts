@@ -6,7 +6,7 @@ import type { Principal } from "../api/context";
 import { ApiError } from "../api/errors";
 import { DEFAULT_POOL } from "../config/pools";
 import { runs } from "../db/schema";
-import type { Priority, RunStatus } from "../domain/run-status";
+import { isTerminalRun, type Priority, type RunStatus } from "../domain/run-status";
 import type { RetryPolicy } from "../domain/retry-policy";
 import type { StepSpec } from "../domain/step-spec";
 import { fingerprint, newId, runIdForIdempotencyKey } from "../lib/ids";
@@ -14,7 +14,7 @@ import { countD1 } from "../lib/usage";
 import type { CustomersService } from "./customers-service";
 import { presentCost, presentEvent, presentRun } from "./run-view";
 import type { RunCoordinatorApi } from "../../durable-objects/run/rpc";
-import { admitRun, releaseCreationHold, resumeAdmitted } from "./admission";
+import { admitRun, resumeAdmitted, undoAdmission } from "./admission";
 import { modelsNamedBySteps } from "../domain/step-models";
 import type { PricingService } from "./pricing-service";
 import { nanoJson } from "../domain/money";
@@ -132,11 +132,14 @@ export class RunsService {
     try {
       result = await this.stub(id).create(def);
     } catch (err) {
-      this.waitUntil(releaseCreationHold(this.env, customerId, admission).catch(() => {}));
+      this.waitUntil(undoAdmission(this.env, customerId, id, admission, { runEnded: false }).catch(() => {}));
       throw err;
     }
     // A replay makes no run: the hold placed for creating one is let go at once.
-    if (!result.ok || !result.created) this.waitUntil(releaseCreationHold(this.env, customerId, admission).catch(() => {}));
+    if (!result.ok || !result.created) {
+      const ended = isTerminalRun(result.run.status);
+      this.waitUntil(undoAdmission(this.env, customerId, id, admission, { runEnded: ended }).catch(() => {}));
+    }
     if (!result.ok) {
       throw new ApiError("idempotency_key_reused", `idempotency key "${body.idempotencyKey}" was already used for a different request (run ${result.run.id})`, [
         { field: "idempotencyKey", message: "already used with a different request body" },

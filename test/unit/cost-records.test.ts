@@ -158,7 +158,7 @@ describe("worst cases held against a hard budget", () => {
     expect(withO1.nanoUsd - none.nanoUsd).toBe(15_000_000n + 90_000_000n); // 1000 × $15/M input, 1000 × $90/M (reasoning > output)
     expect(none.nanoUsd).toBeGreaterThan(OVERHEAD_ALLOWANCE_NANO);
     expect(worstCaseAttempt(book, 0, { tokens: [{ model: "nobody", promptTokens: 1, outputTokens: 1 }], timeoutMs: 1, leaseMs: 1 })).toEqual({ ok: false, unpriced: ["nobody"] });
-    expect(worstCaseCreation(book, 0)).toBe(OVERHEAD_ALLOWANCE_NANO + 300n + 150n + BigInt(MAX_ROWS_PER_COMMAND) * 1_000n);
+    expect(worstCaseCreation(book, 0)).toBe(300n + 2n * 150n + BigInt(MAX_ROWS_PER_COMMAND + 8) * 1_000n + 3n * 400n + 10n * 1_000n);
   });
 
   it("cover what an attempt is billed for, as long as it stays within its timeout and token bounds", () => {
