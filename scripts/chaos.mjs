@@ -289,7 +289,7 @@ async function main() {
               projectId: "chaos",
               steps: [
                 { name: "w0", type: "synthetic", config: { usage: usage() } },
-                { name: "nap", type: "sleep", config: { durationMs: 2000 } },
+                { name: "nap", type: "sleep", config: { durationMs: 8000 } },
                 { name: "w1", type: "synthetic", config: { usage: usage() } },
               ],
             },
@@ -299,27 +299,38 @@ async function main() {
         const first = runs.length;
         runs.push(...wave);
         ids.push(...wave.map(() => null));
+        const waveStart = Date.now();
         await Promise.all(wave.map(async (_, w) => (ids[first + w] = await submitOne(first + w))));
         submitted += wave.length;
         const waveIds = ids.slice(first);
-        // Watch a sample; kill once a few of it have ended, while the rest of the wave is ending.
-        const sample = waveIds.filter((_, w) => w % 12 === 0);
-        for (const until = Date.now() + 30_000; Date.now() < until; ) {
-          const states = await Promise.all(sample.map((id) => call(runtime.base, "GET", `/v1/runs/${id}`, undefined, open.key).then((r) => r.body.run.status).catch(() => null)));
-          if (states.filter((st) => st === "succeeded").length >= 3) break;
+        // The wave sleeps 8 s and then ends, each run at its own wake time. The local runtime serves
+        // HTTP on the thread that runs the wave, so the kill is timed from the wake times (read
+        // while the wave sleeps), not by polling: it lands in the middle of the wave's end.
+        const wakes = [];
+        for (const id of waveIds) {
+          const events = (await call(runtime.base, "GET", `/v1/runs/${id}/events`, undefined, open.key)).body.events;
+          const waiting = events.find((e) => e.type === "step.waiting");
+          if (waiting?.data?.wakeAt) wakes.push(Date.parse(waiting.data.wakeAt));
         }
+        wakes.sort((a, b) => a - b);
+        const middle = wakes[Math.floor(wakes.length / 2)] ?? Date.now();
+        await sleep(Math.max(0, middle - Date.now()));
+        const killedAt = Date.now();
         await killAndRestart("during cost delivery", null);
-        // Right after the restart, before any alarm: the wave runs that had ended with their cost not yet counted.
-        let ended = 0;
+        // Right after the restart, before any alarm: the wave runs that had ended just before the
+        // kill, and those whose cost was not yet counted by the ledger (their delivery was cut off).
+        let endedJustBefore = 0;
         let unsettled = 0;
+        let ended = 0;
         for (const id of waveIds) {
           const run = (await call(runtime.base, "GET", `/v1/runs/${id}`, undefined, open.key)).body.run;
-          if (TERMINAL.has(run.status)) {
-            ended += 1;
-            if (!run.cost.settled) unsettled += 1;
-          }
+          if (!TERMINAL.has(run.status)) continue;
+          ended += 1;
+          const finished = Date.parse(run.finishedAt);
+          if (finished <= killedAt && finished > killedAt - 250) endedJustBefore += 1;
+          if (!run.cost.settled) unsettled += 1;
         }
-        kills[kills.length - 1].evidence = `of ${WAVE} runs ending together, ${ended} had ended at the kill, ${unsettled} of them with cost not yet counted by the ledger`;
+        kills[kills.length - 1].evidence = `of ${WAVE} runs ending together, ${ended} had ended, ${endedJustBefore} in the 250 ms before the kill; ${unsettled} with cost not yet counted by the ledger when the runtime came back`;
       });
     };
     await Promise.all([director(), ...Array.from({ length: opts.concurrency }, worker)]);

@@ -199,7 +199,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     await this.commit(state, result.outcome, { request: true, billTo: String(leaseId) });
     // A step that needs heartbeats is a long one: now the index should say the run is running.
     if (this.indexedStatus !== state.status) {
-      this.journal.addOverhead({ queueOperations: QUEUE_OPERATIONS_PER_MESSAGE, d1RowsWritten: INDEX_ROWS_PER_RUN + INDEX_ROWS_PER_ATTEMPT * this.attemptsToIndex(state) });
+      this.journal.addOverhead({ queueOperations: QUEUE_OPERATIONS_PER_MESSAGE, d1RowsWritten: this.indexRows(state) });
       await this.sendIndexUpdate(state);
     }
     return { ok: true };
@@ -345,8 +345,11 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     if (isTerminalRun(state.status)) return { ok: false, reason: "run_finished" };
     if (state.def.budgetLimited !== true) {
       state.def.budgetLimited = true;
-      this.sql`UPDATE run SET definition = ${JSON.stringify(state.def)}`;
-      this.journal.addOverhead({ doRequests: 1, rowsWritten: 1 });
+      this.journal.addOverhead({ doRequests: 1, rowsWritten: 2 });
+      this.ctx.storage.transactionSync(() => {
+        this.sql`UPDATE run SET definition = ${JSON.stringify(state.def)}`;
+        this.journal.persistState();
+      });
       log("run.budget_limited", { runId: state.def.id, pool: state.def.pool });
     }
     return { ok: true, status: state.status };
@@ -544,7 +547,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
       this.journal.addOverhead({
         doRequests: options.request && !billTo ? 1 : 0,
         queueOperations: messages * QUEUE_OPERATIONS_PER_MESSAGE,
-        d1RowsWritten: indexing ? INDEX_ROWS_PER_RUN + INDEX_ROWS_PER_ATTEMPT * this.attemptsToIndex(state) : 0,
+        d1RowsWritten: indexing ? this.indexRows(state) : 0,
       });
     }
     try {
@@ -797,11 +800,11 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     }
   }
 
-  /** Attempt rows the next index message will write in D1: those new or changed since the last one (all, after a wake). */
-  private attemptsToIndex(state: RunState): number {
+  /** D1 rows the next index message will write: the run's row, and the attempts new or changed since the last one (all, after a wake). */
+  private indexRows(state: RunState): number {
     let changed = 0;
     for (const s of state.steps) for (const h of s.history) if (this.indexedAttempts.get(`${s.index}.${h.attempt}`) !== h.outcome) changed += 1;
-    return Math.min(MAX_INDEXED_ATTEMPTS, changed);
+    return INDEX_ROWS_PER_RUN + INDEX_ROWS_PER_ATTEMPT * Math.min(MAX_INDEXED_ATTEMPTS, changed);
   }
 
   private async sendIndexUpdate(state: RunState) {
