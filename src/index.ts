@@ -10,6 +10,7 @@ import { consumeEventDeadLetters } from "./data-plane/events-dlq-consumer";
 import { consumeJobs } from "./data-plane/job-consumer";
 import { reconcileLedgers } from "./data-plane/ledger-reconciler";
 import { reconcileRuns } from "./data-plane/reconciler";
+import { sweepRetention } from "./data-plane/retention-sweep";
 import { configureLogging, log } from "./lib/log";
 import { countUsage } from "./lib/usage";
 import "./steps/custom";
@@ -45,5 +46,6 @@ export default {
     countUsage("worker_requests");
     ctx.waitUntil(reconcileRuns(env));
     ctx.waitUntil(reconcileLedgers(env));
+    ctx.waitUntil(sweepRetention(env));
   },
 } satisfies ExportedHandler<Env>;

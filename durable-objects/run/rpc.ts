@@ -6,6 +6,7 @@ import { RetryPolicySchema } from "../../src/domain/retry-policy";
 import type { Rejection } from "../../src/domain/run-machine";
 import type { JsonValue } from "../../src/domain/input-references";
 import { TokenUsageListSchema } from "../../src/domain/token-usage";
+import { truncateText } from "../../src/lib/text";
 
 /** RPC return types must be serializable: JSON values, not `unknown`. */
 export type JsonObject = { [key: string]: JsonValue };
@@ -54,7 +55,8 @@ export const FailStepInputSchema = z.object({
   leaseId: z.string().min(1),
   failure: z.object({
     type: z.enum(FAILURE_TYPES),
-    message: z.string().max(4000),
+    // A longer message is cut with a marker rather than refused: refusing would lose the error.
+    message: z.string().max(1_000_000).transform((text) => truncateText(text, 4000)),
     retryAfterMs: z.number().int().min(0).optional(),
   }),
 });
@@ -155,7 +157,8 @@ export interface RunCoordinatorApi {
   cancel(reason?: string): Promise<CommandReply>;
   resume(): Promise<CommandReply>;
   deadLetterDispatch(input: z.input<typeof DeadLetterDispatchInputSchema>): Promise<DeadLetterReply>;
-  reconcile(options?: { resendDeadLetter?: boolean }): Promise<{ status: RunStatus | null }>;
+  /** Repairs what a crash dropped; returns the run's status and its next deadline for the reconciler (null: nothing due). */
+  reconcile(options?: { resendDeadLetter?: boolean }): Promise<{ status: RunStatus | null; dueAt: number | null }>;
   /** The customer now has a hard budget: every later step of this run is held against it. */
   limitBudget(): Promise<{ ok: true; status: RunStatus } | { ok: false; reason: "unknown_run" | "run_finished" }>;
   /** Sends the run's whole cost to its ledger again (reconciliation found D1 behind). */

@@ -49,6 +49,7 @@ import { countUsage, usageTotals } from "../../src/lib/usage";
 import { priceBookCovering } from "../../src/services/pricing-service";
 import { getStepType } from "../../src/steps/registry";
 import { ledgerStub, type RecordReply } from "../ledger/rpc";
+import { truncateText } from "../../src/lib/text";
 import { insertRows, sqlHelper } from "../sql";
 import { CostJournal } from "./cost-journal";
 import {
@@ -85,7 +86,17 @@ import { createSchema, migrateSchema } from "./schema";
 
 const OUTBOX_RETRY_MS = 5_000;
 const DEFAULT_LEASE_MS = 30_000;
-const REDISPATCH_MS = 5 * 60_000;
+const REDISPATCH_MS = 30_000;
+const DAY_MS = 86_400_000;
+/** A finished run's object keeps its storage this long (RETENTION_STEP_DETAIL_DAYS), then deletes it. */
+const DEFAULT_RETENTION_DAYS = 30;
+/** The reconciler looks at a run this long after it should have moved on by its own timers. */
+const DEFAULT_RECONCILE_AFTER_MS = 60_000;
+/** A failed run's dead letter should be recorded within this long; else the reconciler resends it. */
+const DEAD_LETTER_DUE_MS = 5 * 60_000;
+/** Dead letters carry the latest attempts, index messages their latest attempts with short messages: both stay far below 128 KB. */
+const DEAD_LETTER_ATTEMPTS = 10;
+const INDEXED_FAILURE_CHARS = 500;
 /** A run carried on inline for long delivers its costs this often, not only when it pauses. */
 const COST_FLUSH_MS = 10_000;
 /** Backoff for a cost delivery the ledger did not acknowledge. */
@@ -131,6 +142,8 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
   private readonly indexedAttempts = new Map<string, string>();
   /** When undelivered costs are next due for delivery (part of the one alarm); null: nothing due. */
   private costsDueAt: number | null = null;
+  /** When the dead-letter outbox is tried again after a failed send (part of the one alarm). */
+  private outboxRetryAt: number | null = null;
   private costFailures = 0;
   private delivering: Promise<RecordReply | null> | null = null;
 
@@ -289,8 +302,25 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     this.alarmAt = null;
     const state = await this.load();
     if (!state) return;
+    const retention = this.retentionAt(state);
+    if (retention !== null && retention <= Date.now()) {
+      // Its retention is over: the run forgets itself (its cost lives on in D1's rollups).
+      log("run.deleted", { runId: state.def.id, pool: state.def.pool, finishedAt: new Date(state.finishedAt!).toISOString() });
+      await this.ctx.storage.deleteAlarm();
+      await this.ctx.storage.deleteAll();
+      this.state = null;
+      this.loaded = false;
+      return;
+    }
     if (this.costsDueAt !== null && this.costsDueAt <= Date.now()) await this.deliverCosts(state);
+    this.outboxRetryAt = null;
     await this.flushOutbox(state);
+    if (isTerminalRun(state.status)) {
+      // A finished run has no timers of its own: what was due is done; only its retention is left.
+      if (this.journal.undelivered && this.costsDueAt === null) await this.deliverCosts(state);
+      await this.armAlarm(state, true);
+      return;
+    }
     const book = await this.priceBook([]);
     const outcome = fireTimers(state, this.clock());
     await this.commit(state, outcome, { request: true, alarmFired: true, book });
@@ -321,10 +351,10 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
    * fires due timers, re-arms the alarm, and brings the D1 index up to date. The reconciler
    * (cron) calls it for runs whose index row has not moved for a while.
    */
-  async reconcile(options: { resendDeadLetter?: boolean } = {}): Promise<{ status: RunState["status"] | null }> {
+  async reconcile(options: { resendDeadLetter?: boolean } = {}): Promise<{ status: RunState["status"] | null; dueAt: number | null }> {
     countUsage("do_requests");
     const state = await this.load();
-    if (!state) return { status: null };
+    if (!state) return { status: null, dueAt: null };
     if (options.resendDeadLetter) this.requeueDeadLetter(state);
     await this.flushOutbox(state);
     const book = await this.priceBook([]);
@@ -335,7 +365,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     // Records a crash left undelivered go now; the poke's own overhead waits for the run's next
     // delivery, or goes now when the run has ended (nothing else will deliver it).
     if (this.journal.recordsPending > 0 || (isTerminalRun(state.status) && this.journal.undelivered)) await this.deliverCosts(state);
-    return { status: state.status };
+    return { status: state.status, dueAt: this.dueAt(state) };
   }
 
   async limitBudget(): Promise<{ ok: true; status: RunState["status"] } | { ok: false; reason: "unknown_run" | "run_finished" }> {
@@ -763,7 +793,8 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
       step: state.def.steps[d.stepIndex]!.name,
       failure: step.error ?? { type: "worker_error", message: "unknown failure" },
       attempts: step.attempts,
-      history: step.history.map((h) => ({ attempt: h.attempt, startedAt: h.startedAt, finishedAt: h.finishedAt, outcome: h.outcome, ...(h.failure ? { failure: h.failure } : {}) })),
+      history: step.history.slice(-DEAD_LETTER_ATTEMPTS).map((h) => ({ attempt: h.attempt, startedAt: h.startedAt, finishedAt: h.finishedAt, outcome: h.outcome, ...(h.failure ? { failure: h.failure } : {}) })),
+      ...(step.history.length > DEAD_LETTER_ATTEMPTS ? { attemptsOmitted: step.history.length - DEAD_LETTER_ATTEMPTS } : {}),
       deadAt: now,
     };
   }
@@ -776,6 +807,8 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     if (state.status !== "failed" || state.failure?.type === "cancelled" || state.failure?.type === "budget_exceeded") return;
     const step = state.steps.find((s) => s.status === "failed");
     if (!step) return;
+    // One waiting copy is enough: a repeated check must not pile up copies.
+    if (this.sql`SELECT 1 FROM outbox LIMIT 1`.length > 0) return;
     insertRows(this.ctx.storage, "INSERT INTO outbox (queue, body)", [["dead_letter", JSON.stringify(this.deadLetter(state, { stepIndex: step.index, dispatch: step.dispatch }, Date.now()))]]);
   }
 
@@ -792,11 +825,8 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
       this.sql`DELETE FROM outbox WHERE id <= ${rows[rows.length - 1]!.id}`;
     } catch (err) {
       log("dead_letter.send_failed", { runId: state.def.id, pool: state.def.pool, error: errorMessage(err) }, "error");
-      const retryAt = Date.now() + OUTBOX_RETRY_MS;
-      if (this.alarmAt === null || retryAt < this.alarmAt) {
-        await this.ctx.storage.setAlarm(retryAt);
-        this.alarmAt = retryAt;
-      }
+      this.outboxRetryAt = Date.now() + OUTBOX_RETRY_MS;
+      await this.armAlarm(state, false);
     }
   }
 
@@ -828,6 +858,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
         failedStep: state.failure?.step ?? null,
         idempotencyKey: def.idempotencyKey,
         version: this.lastSeq,
+        dueAt: this.dueAt(state),
       },
       attempts: state.steps.flatMap((s) =>
         s.history.map((h) => ({
@@ -837,7 +868,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
           attempt: h.attempt,
           status: h.outcome,
           failureType: h.failure?.type ?? null,
-          failureMessage: h.failure?.message ?? null,
+          failureMessage: h.failure ? truncateText(h.failure.message, INDEXED_FAILURE_CHARS) : null,
           startedAt: h.startedAt,
           finishedAt: h.finishedAt,
         })),
@@ -852,20 +883,47 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
   }
 
   /**
-   * Keeps the one alarm at or before the earliest timer: the run's own (nextTimerAt) and the
-   * delivery of undelivered costs. Moving it later is skipped on the hot path (an early alarm
-   * finds nothing due and re-arms itself), which saves a storage write per step.
+   * When a finished run whose costs are all delivered and dead letters sent deletes itself;
+   * null while anything of it is still due.
+   */
+  private retentionAt(state: RunState): number | null {
+    if (!isTerminalRun(state.status) || state.finishedAt === null || this.journal.undelivered || this.outboxRetryAt !== null) return null;
+    const days = Number((this.env as Env).RETENTION_STEP_DETAIL_DAYS);
+    return state.finishedAt + (Number.isFinite(days) && days > 0 ? days : DEFAULT_RETENTION_DAYS) * DAY_MS;
+  }
+
+  /**
+   * When the run should have moved on by its own timers (plus a grace), for the reconciler's
+   * indexed deadline: a run is looked at only once it is overdue, never while it waits as planned.
+   * A failed run is due until its dead letter is recorded (the dead-letter consumer clears it).
+   */
+  private dueAt(state: RunState): number | null {
+    const grace = Number((this.env as Env).RECONCILE_AFTER_MS) || DEFAULT_RECONCILE_AFTER_MS;
+    if (isTerminalRun(state.status)) {
+      const deadLettered = state.status === "failed" && state.failure?.type !== "cancelled" && state.failure?.type !== "budget_exceeded";
+      return deadLettered && state.finishedAt !== null ? state.finishedAt + DEAD_LETTER_DUE_MS : null;
+    }
+    const timer = nextTimerAt(state);
+    return (timer ?? Date.now()) + grace;
+  }
+
+  /**
+   * Keeps the one alarm at or before the earliest timer: the run's own (nextTimerAt), the
+   * delivery of undelivered costs, a dead-letter resend, and the end of a finished run's
+   * retention. Moving it later is skipped on the hot path (an early alarm finds nothing due and
+   * re-arms itself), which saves a storage write per step.
    */
   private armAlarm(state: RunState, alarmFired: boolean): Promise<void> {
-    const timer = nextTimerAt(state);
-    const next = timer === null ? this.costsDueAt : this.costsDueAt === null ? timer : Math.min(timer, this.costsDueAt);
+    const candidates = [nextTimerAt(state), this.costsDueAt, this.outboxRetryAt, this.retentionAt(state)].filter((t): t is number => t !== null);
+    const next = candidates.length > 0 ? Math.min(...candidates) : null;
     if (next === null) {
       // Nothing left to wait for: a finished run keeps no timer, so an idle platform costs nothing.
       const had = this.alarmAt !== null && !alarmFired;
       this.alarmAt = null;
       return had ? this.ctx.storage.deleteAlarm() : Promise.resolve();
     }
-    if (alarmFired || this.alarmAt === null || next < this.alarmAt) {
+    // Off the hot path (a finished run) the alarm moves later too, so no early alarm wakes it for nothing.
+    if (alarmFired || this.alarmAt === null || next < this.alarmAt || (isTerminalRun(state.status) && next !== this.alarmAt)) {
       this.alarmAt = next;
       return this.ctx.storage.setAlarm(next);
     }
@@ -917,7 +975,7 @@ function headerOf(state: RunState): string {
 
 const STEP_COLUMNS = [
   "idx", "status", "attempts", "attempt_base", "dispatch", "lease_id", "deadline", "not_before", "wake_at",
-  "output", "error", "started_at", "finished_at", "history", "meter",
+  "output", "error", "started_at", "finished_at", "history", "meter", "resends", "platform_failures",
 ] as const;
 const STEP_UPSERT = `INSERT INTO steps (${STEP_COLUMNS.join(", ")})`;
 // An update, not a replace: one row written per step, as the meters count it.
@@ -928,7 +986,7 @@ function stepRow(s: StepState, meters: ReadonlyMap<string, AttemptMeter>): SqlSt
   return [
     s.index, s.status, s.attempts, s.attemptBase, s.dispatch, s.leaseId, s.deadline, s.notBefore, s.wakeAt,
     s.output === null ? null : JSON.stringify(s.output), s.error ? JSON.stringify(s.error) : null,
-    s.startedAt, s.finishedAt, JSON.stringify(s.history), meter ? JSON.stringify(meter) : null,
+    s.startedAt, s.finishedAt, JSON.stringify(s.history), meter ? JSON.stringify(meter) : null, s.resends, s.platformFailures,
   ];
 }
 
@@ -940,6 +998,8 @@ function stepFromRow(row: Record<string, SqlStorageValue>): StepState {
     attempts: Number(row.attempts),
     attemptBase: Number(row.attempt_base),
     dispatch: Number(row.dispatch),
+    resends: Number(row.resends ?? 0),
+    platformFailures: Number(row.platform_failures ?? 0),
     leaseId: typeof row.lease_id === "string" ? row.lease_id : null,
     deadline: num(row.deadline),
     notBefore: num(row.not_before),

@@ -3,17 +3,19 @@
  * is a new object, and this is on its create path), upgraded on wake when older.
  *  v2: run, steps, events, outbox (dead letters).
  *  v3: the cost journal (costs, cost_state) and each step's attempt meter.
+ *  v4: each step's dispatch resends and platform failures.
  */
 import { COST_JOURNAL_SCHEMA } from "./cost-journal";
 
-export const SCHEMA_VERSION = 3;
+export const SCHEMA_VERSION = 4;
 
 const TABLES = `
   CREATE TABLE IF NOT EXISTS run (id TEXT PRIMARY KEY, definition TEXT NOT NULL, status TEXT NOT NULL,
     started_at INTEGER, finished_at INTEGER, failure TEXT);
   CREATE TABLE IF NOT EXISTS steps (idx INTEGER PRIMARY KEY, status TEXT NOT NULL, attempts INTEGER NOT NULL,
     attempt_base INTEGER NOT NULL, dispatch INTEGER NOT NULL, lease_id TEXT, deadline INTEGER, not_before INTEGER,
-    wake_at INTEGER, output TEXT, error TEXT, started_at INTEGER, finished_at INTEGER, history TEXT NOT NULL, meter TEXT);
+    wake_at INTEGER, output TEXT, error TEXT, started_at INTEGER, finished_at INTEGER, history TEXT NOT NULL, meter TEXT,
+    resends INTEGER NOT NULL DEFAULT 0, platform_failures INTEGER NOT NULL DEFAULT 0);
   CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL,
     type TEXT NOT NULL, step TEXT, attempt INTEGER, data TEXT);
   CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY, queue TEXT NOT NULL, body TEXT NOT NULL);
@@ -34,7 +36,12 @@ export function migrateSchema(storage: DurableObjectStorage) {
   if (version >= SCHEMA_VERSION) return;
   storage.transactionSync(() => {
     const stepColumns = storage.sql.exec<{ name: string }>("PRAGMA table_info(steps)").toArray().map((c) => c.name);
-    if (stepColumns.length > 0 && !stepColumns.includes("meter")) storage.sql.exec("ALTER TABLE steps ADD COLUMN meter TEXT");
+    const addColumn = (name: string, type: string) => {
+      if (stepColumns.length > 0 && !stepColumns.includes(name)) storage.sql.exec(`ALTER TABLE steps ADD COLUMN ${name} ${type}`);
+    };
+    addColumn("meter", "TEXT");
+    addColumn("resends", "INTEGER NOT NULL DEFAULT 0");
+    addColumn("platform_failures", "INTEGER NOT NULL DEFAULT 0");
     storage.sql.exec(`${TABLES} ${setVersion}`);
   });
 }

@@ -73,16 +73,18 @@ async function writeEffects(env: Env, effects: Effects) {
     statements.push(
       env.DB.prepare(
         `INSERT INTO runs (id, customer_id, project_id, run_type, pool, priority, status, created_at, started_at, finished_at,
-           duration_ms, failure_type, failed_step, idempotency_key, version, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+           duration_ms, failure_type, failed_step, idempotency_key, version, updated_at, due_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
          ON CONFLICT(id) DO UPDATE SET status = excluded.status, started_at = excluded.started_at,
            finished_at = excluded.finished_at, duration_ms = excluded.duration_ms, failure_type = excluded.failure_type,
-           failed_step = excluded.failed_step, version = excluded.version, updated_at = excluded.updated_at
+           failed_step = excluded.failed_step, version = excluded.version, updated_at = excluded.updated_at,
+           due_at = CASE WHEN excluded.status = 'failed' AND EXISTS (SELECT 1 FROM dlq_entries d WHERE d.run_id = excluded.id AND d.dead_at >= excluded.finished_at - 60000)
+                         THEN NULL ELSE excluded.due_at END
          WHERE excluded.version > runs.version`,
       ).bind(
         run.id, run.customerId, run.projectId, run.runType, run.pool, run.priority, run.status, run.createdAt, run.startedAt,
         run.finishedAt, run.startedAt !== null && run.finishedAt !== null ? run.finishedAt - run.startedAt : null,
-        run.failureType, run.failedStep, run.idempotencyKey, run.version, now,
+        run.failureType, run.failedStep, run.idempotencyKey, run.version, now, run.dueAt ?? null,
       ),
     );
     for (const a of attempts) {

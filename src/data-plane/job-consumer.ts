@@ -12,6 +12,8 @@ import { executeAssignment } from "./execute-step";
 import { acknowledge } from "./acknowledge";
 import { JobMessageSchema } from "./messages";
 import { countUsage } from "../lib/usage";
+import { truncateText } from "../lib/text";
+import type { StepResult } from "../steps/step-type";
 
 export async function consumeJobs(batch: MessageBatch<unknown>, env: Env, pool: PoolConfig): Promise<void> {
   const inlineLimit = Math.max(0, Number(env.INLINE_STEP_LIMIT ?? 0) || 0);
@@ -43,10 +45,14 @@ async function handleJob(message: Message<unknown>, env: Env, pool: PoolConfig, 
     while (assignment) {
       const fields = { runId: assignment.runId, step: assignment.step.name, attempt: assignment.attempt, pool: pool.name };
       // The run object logs the attempt's outcome (step.succeeded / step.failed) when it records it.
-      const result = await executeAssignment(assignment, env, run);
-      const report: ReportResult = result.ok
-        ? await run.completeStep({ leaseId: assignment.leaseId, output: result.output, usage: result.usage, continueInline: carried < inlineLimit })
-        : await run.failStep({ leaseId: assignment.leaseId, failure: result.failure });
+      const result = boundResult(await executeAssignment(assignment, env, run));
+      const lease: string = assignment.leaseId;
+      const continueInline = carried < inlineLimit;
+      // A report is idempotent (its lease guards it): a blip of the run object is ridden out here,
+      // so the attempt's result is not lost to a lease expiry.
+      const report: ReportResult = await withRetries((): Promise<ReportResult> =>
+        result.ok ? run.completeStep({ leaseId: lease, output: result.output, usage: result.usage, continueInline }) : run.failStep({ leaseId: lease, failure: result.failure }),
+      );
       if (!report.ok) {
         log("step.result_rejected", { ...fields, reason: report.reason }, "warn");
         break;
@@ -56,9 +62,39 @@ async function handleJob(message: Message<unknown>, env: Env, pool: PoolConfig, 
     }
     acknowledge(message);
   } catch (err) {
-    // The run object was unreachable or threw: the queue delivers again, and after
-    // max_retries the message is dead-lettered.
-    log("job.error", { runId: job.runId, stepIndex: job.stepIndex, pool: pool.name, deliveryAttempt: message.attempts, error: errorMessage(err) }, "error");
-    message.retry();
+    // The run object was unreachable or threw: a platform fault, not the step's. The queue
+    // delivers again after a growing delay (the step's own attempts are not used), and only
+    // after max_retries is the message dead-lettered.
+    const delaySeconds = platformRetryDelaySeconds(message.attempts);
+    log("job.error", { runId: job.runId, stepIndex: job.stepIndex, pool: pool.name, deliveryAttempt: message.attempts, retryInSeconds: delaySeconds, error: errorMessage(err) }, "error");
+    message.retry({ delaySeconds });
   }
+}
+
+/** 1 s, 2 s, 4 s … up to 5 minutes between deliveries of a message its consumer could not handle. */
+export const platformRetryDelaySeconds = (deliveryAttempt: number) => Math.min(300, 2 ** Math.max(0, deliveryAttempt - 1));
+
+const REPORT_RETRY_MS = [200, 1_000, 3_000];
+
+async function withRetries<T>(call: () => Promise<T>): Promise<T> {
+  for (let i = 0; ; i++) {
+    try {
+      return await call();
+    } catch (err) {
+      if (i >= REPORT_RETRY_MS.length) throw err;
+      await new Promise((resolve) => setTimeout(resolve, REPORT_RETRY_MS[i]));
+    }
+  }
+}
+
+/** Largest output a step may hand back (JSON), and longest failure message, as the run object keeps them. */
+export const MAX_OUTPUT_BYTES = 256 * 1024;
+export const MAX_FAILURE_CHARS = 4_000;
+
+/** A result the run object can keep: an oversized output fails the attempt, a long message is cut with a marker. */
+function boundResult(result: StepResult): StepResult {
+  if (!result.ok) return { ok: false, failure: { ...result.failure, message: truncateText(result.failure.message, MAX_FAILURE_CHARS) } };
+  const bytes = new TextEncoder().encode(JSON.stringify(result.output ?? null)).length;
+  if (bytes > MAX_OUTPUT_BYTES) return { ok: false, failure: { type: "permanent", message: `the step's output is ${bytes} bytes, more than the ${MAX_OUTPUT_BYTES} a step may return` } };
+  return result;
 }

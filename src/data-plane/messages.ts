@@ -42,6 +42,8 @@ export const RunIndexRowSchema = z.object({
   idempotencyKey: z.string().nullable(),
   /** Monotonic per run: an older update never overwrites a newer one. */
   version: z.number().int(),
+  /** When the run should have moved on by its own timers: the reconciler's indexed deadline (null: nothing due). */
+  dueAt: z.number().nullable().optional(),
 });
 export type RunIndexRow = z.infer<typeof RunIndexRowSchema>;
 
@@ -151,7 +153,9 @@ export const DeadLetterMessageSchema = z
     step: z.string(),
     failure: FailureSchema,
     attempts: z.number().int().min(0),
+    /** The latest attempts; `attemptsOmitted` earlier ones are left out to keep the message small. */
     history: AttemptHistorySchema,
+    attemptsOmitted: z.number().int().min(1).optional(),
     deadAt: z.number(),
   })
   .strict();

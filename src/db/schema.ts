@@ -63,13 +63,17 @@ export const runs = sqliteTable(
     /** The run object's event sequence when this row was written; older updates lose. */
     version: integer("version").notNull().default(0),
     updatedAt: integer("updated_at").notNull(),
-    /** When the reconciler last asked an unfinished run's object for its state. */
-    checkedAt: integer("checked_at"),
+    /**
+     * When the run should have moved on by its own timers, plus a grace (its object sets it with
+     * each index update; null: nothing due). The reconciler reads only rows past it, by index.
+     */
+    dueAt: integer("due_at"),
   },
   (t) => [
     index("runs_customer_created").on(t.customerId, t.createdAt, t.id),
     index("runs_created").on(t.createdAt, t.id),
     index("runs_status_created").on(t.status, t.createdAt),
+    index("runs_due").on(t.dueAt),
   ],
 );
 

@@ -46,6 +46,8 @@ export interface RunDefinition {
 export interface StepFailure {
   type: FailureType;
   message: string;
+  /** The platform lost the attempt (its worker stopped reporting): retried on the platform's budget. */
+  platform?: boolean;
   /** A dependency asked us to wait this long before trying again (HTTP Retry-After). */
   retryAfterMs?: number;
 }
@@ -68,6 +70,11 @@ export interface StepState {
   attemptBase: number;
   /** Generation of the step's dispatch; a queue message carrying an older one is stale. */
   dispatch: number;
+  /** Times the current dispatch was sent again for want of a pick-up (each wait twice the last). */
+  resends: number;
+  /** Attempts lost to the platform (a worker that stopped reporting, a consumer that crashed): they
+   * have their own budget (MAX_PLATFORM_FAILURES), not the step's retry policy. */
+  platformFailures: number;
   leaseId: string | null;
   /** Running: the lease's end. Queued: when an undelivered dispatch is sent again. */
   deadline: number | null;
@@ -149,10 +156,22 @@ export type Rejection =
 
 export type CommandResult = { ok: true; outcome: Outcome } | { ok: false; reason: Rejection };
 
+/**
+ * A step whose attempts keep failing for the platform's reasons (worker_error: lease expiry, a
+ * crashed consumer) stops after this many, even though they do not use up its retry policy.
+ */
+export const MAX_PLATFORM_FAILURES = 10;
+
+/** The longest wait before a dispatch is sent again (the waits double from Clock.redispatchMs). */
+export const MAX_REDISPATCH_WAIT_MS = 3_600_000;
+
+/** How long a dispatch sent `resends` times already may wait for a pick-up before it is sent again. */
+export const redispatchWaitMs = (clock: Pick<Clock, "redispatchMs">, resends: number) => Math.min(MAX_REDISPATCH_WAIT_MS, clock.redispatchMs * 2 ** resends);
+
 export interface Clock {
   now: number;
   leaseMs: number;
-  /** How long a dispatched step may sit undelivered before it is sent again. */
+  /** How long a dispatched step may sit unpicked before it is first sent again (then twice as long, …). */
   redispatchMs: number;
   random: () => number;
 }
@@ -194,6 +213,8 @@ export function newStepState(index: number): StepState {
     attempts: 0,
     attemptBase: 0,
     dispatch: 0,
+    resends: 0,
+    platformFailures: 0,
     leaseId: null,
     deadline: null,
     notBefore: null,
@@ -230,6 +251,7 @@ export function createRun(def: RunDefinition, clock: Clock): { state: RunState; 
 function queueStep(state: RunState, step: StepState, clock: Clock, out: Outcome, delayMs: number) {
   step.status = "queued";
   step.dispatch += 1;
+  step.resends = 0;
   step.leaseId = null;
   step.notBefore = delayMs > 0 ? clock.now + delayMs : null;
   step.deadline = delayMs > 0 ? null : clock.now + clock.redispatchMs;
@@ -392,9 +414,13 @@ function recordFailure(state: RunState, step: StepState, failure: StepFailure, c
   out.events.push({ type: "step.failed", step: name, attempt: step.attempts, data: { ...error, durationMs: clock.now - (step.startedAt ?? clock.now) } });
 
   const policy = retryPolicyOf(state, step.index);
-  const attemptInBudget = step.attempts - step.attemptBase;
-  if (isRetryableFailure(failure.type) && attemptInBudget < policy.maxAttempts) {
-    const delayMs = retryDelayMs(policy, attemptInBudget, clock.random, failure.retryAfterMs);
+  // The platform's own faults retry on their own budget: they never use up the step's policy.
+  const platformFault = failure.platform === true;
+  if (platformFault) step.platformFailures += 1;
+  const attemptInBudget = step.attempts - step.attemptBase - step.platformFailures;
+  const withinBudget = platformFault ? step.platformFailures < MAX_PLATFORM_FAILURES : attemptInBudget < policy.maxAttempts;
+  if (isRetryableFailure(failure.type) && withinBudget) {
+    const delayMs = retryDelayMs(policy, platformFault ? step.platformFailures : attemptInBudget, clock.random, failure.retryAfterMs);
     queueStep(state, step, clock, out, delayMs);
     out.events.push({ type: "step.retry_scheduled", step: name, attempt: step.attempts + 1, data: { delayMs } });
     return;
@@ -504,6 +530,7 @@ export function resumeRun(state: RunState, clock: Clock): CommandResult {
     if (s.status === "failed" || s.status === "skipped") {
       s.status = "pending";
       s.attemptBase = s.attempts;
+      s.platformFailures = 0;
       s.leaseId = null;
       s.deadline = null;
       s.notBefore = null;
@@ -555,11 +582,16 @@ export function fireTimers(state: RunState, clock: Clock): Outcome {
       out.touched.add(step.index);
       out.dispatches.push({ stepIndex: step.index, dispatch: step.dispatch });
     } else if (step.status === "queued" && step.notBefore === null && step.deadline !== null && step.deadline <= clock.now) {
-      queueStep(state, step, clock, out, 0);
-      out.events.push({ type: "step.redispatched", step: name, data: { reason: "dispatch not picked up in time" } });
+      // Sent again under the same generation (a duplicate is harmless), each wait twice the last:
+      // a message merely waiting in a deep queue is re-sent a few times, not once per period.
+      step.resends += 1;
+      step.deadline = clock.now + redispatchWaitMs(clock, step.resends);
+      out.touched.add(step.index);
+      out.dispatches.push({ stepIndex: step.index, dispatch: step.dispatch });
+      out.events.push({ type: "step.redispatched", step: name, data: { reason: "dispatch not picked up in time", resends: step.resends } });
     } else if (step.status === "running" && step.deadline !== null && step.deadline <= clock.now) {
       out.events.push({ type: "lease.expired", step: name, attempt: step.attempts, data: { leaseId: step.leaseId } });
-      recordFailure(state, step, { type: "worker_error", message: "lease expired: the worker stopped reporting" }, clock, out);
+      recordFailure(state, step, { type: "worker_error", message: "lease expired: the worker stopped reporting", platform: true }, clock, out);
     }
   }
   return out;

@@ -45,6 +45,8 @@ export async function recordDeadLetter(db: D1Database, entry: DeadLetterEntry): 
         JSON.stringify({ pool: entry.pool, runType: entry.runType, step: entry.step, failureType: entry.failureType, attempts: entry.attempts }),
         entry.deadAt,
       ),
+    // The run's dead letter is recorded: it is no longer due for the reconciler.
+    db.prepare("UPDATE runs SET due_at = NULL WHERE id = ?1 AND status = 'failed' AND due_at IS NOT NULL").bind(entry.runId),
   ]);
   countD1(results);
   return { created: (results[0]?.meta.changes ?? 0) > 0, alertId };

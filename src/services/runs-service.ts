@@ -162,6 +162,8 @@ export class RunsService {
         idempotencyKey: def.idempotencyKey,
         version: 0,
         updatedAt: now,
+        // Due for the reconciler only if its first dispatch is not picked up (its object sets it from then on).
+        dueAt: now + (Number(this.env.REDISPATCH_MS) || 30_000) + (Number(this.env.RECONCILE_AFTER_MS) || 60_000),
       })
       .onConflictDoNothing()
       .run()
