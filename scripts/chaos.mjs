@@ -7,6 +7,7 @@
  * local runtime — one while steps run, one while finished runs deliver their costs — each
  * followed by a restart on the same state. The platform runs with its default timers (lease,
  * redispatch, reconcile); the cron is fired once a minute, as Cloudflare would. Then it checks:
+ *   - every run in flight at a kill ended within 60 s of the restart;
  *   - every run is accounted for: succeeded, or failed with exactly one open DLQ entry (or, for
  *     the budgeted customer, stopped with budget_exceeded), and one alert per DLQ entry;
  *   - no step ran again after its success was recorded; duplicate submissions made no run;
@@ -234,10 +235,12 @@ async function main() {
     };
     const killAndRestart = async (phase, evidence) => {
       console.log(`  ${submitted} submitted: SIGKILL the local runtime (${phase}${evidence ? `; ${evidence}` : ""})`);
-      kills.push({ phase, submitted, evidence });
+      const kill = { phase, submitted, evidence, runs: new Set(ids.filter(Boolean)), killedAt: Date.now(), restartedAt: 0 };
+      kills.push(kill);
       runtime.kill();
       await sleep(1500);
       await runtime.start();
+      kill.restartedAt = Date.now();
       console.log("  runtime restarted on the same state");
     };
     const firstKill = Math.floor(opts.runs * opts.firstKillAt);
@@ -470,6 +473,21 @@ async function main() {
       if (customer.budgeted && ledgerNano > BigInt(Math.round(Number(BUDGET_USD) * 1e9))) violations.push(`${customer.id}: spend ${ledgerNano} passed the ${BUDGET_USD} USD limit`);
     }
 
+    // Recovery: every run that was in flight at a kill ends within 60 s of the restart.
+    const RECOVERY_MS = 60_000;
+    const recovery = kills.map(() => ({ runs: 0, worstMs: 0 }));
+    for (const { id } of accepted) {
+      const run = finals.get(id);
+      if (!run?.finishedAt) continue;
+      const finishedAt = Date.parse(run.finishedAt);
+      const k = kills.map((kill, index) => ({ kill, index })).filter(({ kill }) => kill.runs.has(id) && finishedAt > kill.killedAt).at(-1);
+      if (!k) continue;
+      const ms = finishedAt - k.kill.restartedAt;
+      recovery[k.index].runs += 1;
+      recovery[k.index].worstMs = Math.max(recovery[k.index].worstMs, ms);
+      if (ms > RECOVERY_MS) violations.push(`run ${id} was in flight at the ${k.kill.phase} kill and ended ${(ms / 1000).toFixed(1)} s after the restart (more than 60 s)`);
+    }
+
     console.log("\nchaos summary");
     console.log(`  runs            ${runs.length} submitted, ${accepted.length} accepted, ${refused.size} refused (402) — succeeded ${succeeded}, failed ${failed}, stopped by budget ${stoppedByBudget}`);
     console.log(`  retried attempts ${retried}`);
@@ -477,6 +495,7 @@ async function main() {
     console.log(`  alerts          ${alerts.length}`);
     console.log(`  runtime starts  ${runtime.starts} (SIGKILL: ${kills.map((k) => `${k.phase} after ${k.submitted} submitted`).join("; ")})`);
     for (const k of kills) if (k.evidence) console.log(`                  ${k.phase}: ${k.evidence}`);
+    kills.forEach((k, i) => console.log(`  recovery        ${k.phase}: ${recovery[i].runs} runs in flight at the kill, the last ended ${(Math.max(0, recovery[i].worstMs) / 1000).toFixed(1)} s after the restart (bound 60 s)`));
     console.log("  money (nano-USD)  customer: Σ runs | ledger | D1 report | held | reconciliation difference");
     for (const m of money) console.log(`    ${m.customer}: ${m.runs} | ${m.ledger} | ${m.d1} | ${m.held} | ${m.reconciliation.differenceNanoUsd} (${m.reconciliation.runsCompared} runs compared, ${m.reconciliation.repaired.length} repaired)`);
     if (watched) {

@@ -12,7 +12,7 @@ import type { z } from "zod";
 import { runStub } from "../run/rpc";
 import type { EventMessage, RunRollup } from "../../src/data-plane/messages";
 import { monthOf, nanoByMonth } from "../../src/domain/cost-records";
-import { budgetState, compareRunTotals, freshRecords, holdRefusal, remainingBudget, thresholdsReached, type Budget } from "../../src/domain/ledger";
+import { DEFAULT_MAX_RUNS_IN_FLIGHT, budgetState, compareRunTotals, freshRecords, holdRefusal, remainingBudget, thresholdsReached, type Budget } from "../../src/domain/ledger";
 import { nanoToUsdString } from "../../src/domain/money";
 import { errorMessage, log } from "../../src/lib/log";
 import { countD1, countUsage } from "../../src/lib/usage";
@@ -33,7 +33,7 @@ import {
   type ReserveReply,
 } from "./rpc";
 
-const SCHEMA_VERSION = 2;
+const SCHEMA_VERSION = 3;
 const DAY_MS = 86_400_000;
 /** Per-run totals are kept this long (two full months), for reconciliation and deduplication. */
 export const DETAIL_KEPT_MS = 62 * DAY_MS;
@@ -71,10 +71,16 @@ export class CustomerLedger extends DurableObject implements CustomerLedgerApi {
           DROP TABLE IF EXISTS batches;
           CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, months TEXT NOT NULL, updated_at INTEGER NOT NULL);
           CREATE TABLE IF NOT EXISTS holds (id TEXT PRIMARY KEY, run_id TEXT NOT NULL, nano_usd TEXT NOT NULL, expires_at INTEGER NOT NULL);
-          CREATE TABLE IF NOT EXISTS active_runs (run_id TEXT PRIMARY KEY, admitted_at INTEGER NOT NULL);
+          CREATE TABLE IF NOT EXISTS active_runs (run_id TEXT PRIMARY KEY, admitted_at INTEGER NOT NULL, limited INTEGER NOT NULL DEFAULT 0);
           CREATE TABLE IF NOT EXISTS outbox (key TEXT PRIMARY KEY, version INTEGER NOT NULL, body TEXT NOT NULL);
           DELETE FROM schema_meta;
-          INSERT INTO schema_meta (version) VALUES (${SCHEMA_VERSION});`);
+          INSERT INTO schema_meta (version) VALUES (2);`);
+      }
+      if (version < 3) {
+        // v3 tracks every run in flight (for the per-customer cap), and which of them know of the budget.
+        const columns = this.sql<{ name: string }>`PRAGMA table_info(active_runs)`.map((c) => c.name);
+        if (!columns.includes("limited")) this.ctx.storage.sql.exec("ALTER TABLE active_runs ADD COLUMN limited INTEGER NOT NULL DEFAULT 0");
+        this.ctx.storage.sql.exec(`DELETE FROM schema_meta; INSERT INTO schema_meta (version) VALUES (${SCHEMA_VERSION});`);
       }
     });
     this.schemaReady = true;
@@ -119,27 +125,32 @@ export class CustomerLedger extends DurableObject implements CustomerLedgerApi {
    */
   async admit(input: z.input<typeof AdmitInputSchema> = {}): Promise<AdmitReply> {
     countUsage("do_requests");
-    const { runId, holds } = AdmitInputSchema.parse(input);
+    const { runId, holds, maxRunsInFlight } = AdmitInputSchema.parse(input);
     const now = Date.now();
     const summary = this.readSummary(now);
     const budget = this.budget();
     const limited = budget.limitNanoUsd !== null;
     if (summary.state === "exhausted") {
-      return { allowed: false, limited, placed: [], refusal: `the monthly budget of ${nanoToUsdString(budget.limitNanoUsd!)} USD is spent (${nanoToUsdString(BigInt(summary.spendNanoUsd))} USD)`, summary };
+      return { allowed: false, limited, placed: [], reason: "budget", refusal: `the monthly budget of ${nanoToUsdString(budget.limitNanoUsd!)} USD is spent (${nanoToUsdString(BigInt(summary.spendNanoUsd))} USD)`, summary };
     }
     const placed: string[] = [];
+    if (runId && this.sql`SELECT 1 FROM active_runs WHERE run_id = ${runId}`.length === 0) {
+      const inFlight = this.sql<{ n: number }>`SELECT COUNT(*) AS n FROM active_runs`[0]!.n;
+      const cap = maxRunsInFlight ?? DEFAULT_MAX_RUNS_IN_FLIGHT;
+      if (inFlight >= cap) return { allowed: false, limited, placed, refusal: `${inFlight} runs are in flight, the most this customer's plan allows at once (${cap})`, reason: "too_many_runs", summary };
+    }
     if (limited && holds?.length) {
       // All or none: the holds the run needs (those not placed already) must fit together.
       const fresh = holds.filter((h) => this.sql`SELECT 1 FROM holds WHERE id = ${h.holdId}`.length === 0);
       const refusal = holdRefusal(budget, BigInt(summary.spendNanoUsd), BigInt(summary.heldNanoUsd), fresh.reduce((sum, h) => sum + BigInt(h.nanoUsd), 0n));
-      if (refusal) return { allowed: false, limited, placed, refusal, summary };
+      if (refusal) return { allowed: false, limited, placed, refusal, reason: "budget", summary };
       for (const h of fresh) {
         this.sql`INSERT INTO holds (id, run_id, nano_usd, expires_at) VALUES (${h.holdId}, ${h.runId}, ${h.nanoUsd}, ${h.expiresAt})`;
         placed.push(h.holdId);
       }
     }
-    if (!limited && runId) this.sql`INSERT OR IGNORE INTO active_runs (run_id, admitted_at) VALUES (${runId}, ${now})`;
-    return { allowed: true, limited, refusal: null, placed, summary: placed.length > 0 ? this.readSummary(now) : summary };
+    if (runId) this.sql`INSERT OR IGNORE INTO active_runs (run_id, admitted_at, limited) VALUES (${runId}, ${now}, ${limited ? 1 : 0})`;
+    return { allowed: true, limited, refusal: null, reason: null, placed, summary: placed.length > 0 ? this.readSummary(now) : summary };
   }
 
   /**
@@ -270,7 +281,7 @@ export class CustomerLedger extends DurableObject implements CustomerLedgerApi {
     countUsage("do_requests");
     this.ensureSchema();
     await this.forward();
-    if (this.budget().limitNanoUsd !== null && this.sql`SELECT 1 FROM active_runs LIMIT 1`.length > 0) await this.limitRunsInFlight();
+    if (this.budget().limitNanoUsd !== null && this.sql`SELECT 1 FROM active_runs WHERE limited = 0 LIMIT 1`.length > 0) await this.limitRunsInFlight();
   }
 
   // ---- internals ------------------------------------------------------------------------
@@ -397,14 +408,16 @@ export class CustomerLedger extends DurableObject implements CustomerLedgerApi {
 
   /** Tells every run admitted without a limit that it has one now; a run that has ended is forgotten. */
   private async limitRunsInFlight(): Promise<number> {
-    const ids = this.sql<{ run_id: string }>`SELECT run_id FROM active_runs LIMIT ${SWEEP_PAGE}`.map((r) => r.run_id);
+    const ids = this.sql<{ run_id: string }>`SELECT run_id FROM active_runs WHERE limited = 0 LIMIT ${SWEEP_PAGE}`.map((r) => r.run_id);
     let limited = 0;
     let failed = false;
     await forEachLimited(ids, SWEEP_PARALLEL, async (runId) => {
       try {
         const reply = await runStub(this.env as Env, runId).limitBudget();
-        if (reply.ok) limited += 1;
-        this.sql`DELETE FROM active_runs WHERE run_id = ${runId}`;
+        if (reply.ok) {
+          limited += 1;
+          this.sql`UPDATE active_runs SET limited = 1 WHERE run_id = ${runId}`;
+        } else this.sql`DELETE FROM active_runs WHERE run_id = ${runId}`; // ended (or never created): not in flight
       } catch (err) {
         failed = true;
         log("ledger.limit_run_failed", { runId, error: errorMessage(err) }, "warn");

@@ -24,6 +24,8 @@ export const AdmitInputSchema = z.object({
    * creation record) and an allowance for its life outside steps (released by its last delivery).
    */
   holds: z.array(ReserveInputSchema).max(4).optional(),
+  /** The customer's plan's cap on runs in flight (default DEFAULT_MAX_RUNS_IN_FLIGHT). */
+  maxRunsInFlight: z.number().int().min(1).max(1_000_000).optional(),
 });
 
 export const ReleaseInputSchema = z.object({
@@ -81,6 +83,8 @@ export interface AdmitReply {
   limited: boolean;
   /** Why the run is refused, when it is. */
   refusal: string | null;
+  /** What refused it: the budget (402) or the cap on runs in flight (429). */
+  reason: "budget" | "too_many_runs" | null;
   /** The holds this call placed (a hold of the same id already in place is not placed again). */
   placed: string[];
   summary: LedgerSummary;
@@ -97,7 +101,7 @@ export interface HoldView {
 
 export interface LedgerView extends LedgerSummary {
   holds: HoldView[];
-  /** Runs admitted while the customer had no budget and not yet finished. */
+  /** Runs admitted and not yet finished (what the cap on runs in flight counts). */
   runsInFlight: number;
   /** Messages for D1 (cost rollups, alerts) not yet handed to the events queue. */
   pendingForD1: number;

@@ -108,6 +108,7 @@ export function createApp() {
       apiError = new ApiError("internal_error", "internal error; quote the request id when reporting it");
     }
     c.header("x-request-id", c.get("requestId") ?? "unknown");
+    for (const [name, value] of Object.entries(apiError.headers)) c.header(name, value);
     return c.json(errorBody(c, apiError), apiError.status);
   });
 

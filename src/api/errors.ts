@@ -35,6 +35,8 @@ export class ApiError extends Error {
     readonly code: ErrorCode,
     message: string,
     readonly details: ErrorDetail[] = [],
+    /** Response headers that go with the error, e.g. `Retry-After` on a 429 or 503. */
+    readonly headers: Record<string, string> = {},
   ) {
     super(message);
   }

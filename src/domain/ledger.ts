@@ -5,6 +5,9 @@
  */
 import { nanoToUsdString } from "./money";
 
+/** Runs a customer may have in flight at once unless its plan says otherwise. */
+export const DEFAULT_MAX_RUNS_IN_FLIGHT = 1_000;
+
 export interface Budget {
   /** Hard monthly limit in nano-USD; null = no budget. */
   limitNanoUsd: bigint | null;

@@ -21,14 +21,17 @@ export interface Admission {
   holdIds: string[];
 }
 
-export async function admitRun(env: Env, customerId: string, runId: string, options: { creation: boolean }): Promise<Admission> {
+export async function admitRun(env: Env, customerId: string, runId: string, options: { creation: boolean; maxRunsInFlight?: number }): Promise<Admission> {
   const now = Date.now();
   const holds = [{ holdId: runHoldId(runId), runId, nanoUsd: RUN_ALLOWANCE_NANO.toString(), expiresAt: now + RUN_HOLD_MS }];
   if (options.creation) {
     const book = await cachedPriceBook(env, now, { allowStale: true });
     holds.push({ holdId: creationHoldId(runId), runId, nanoUsd: worstCaseCreation(book, now).toString(), expiresAt: now + CREATION_HOLD_MS });
   }
-  const reply = await ledgerStub(env, customerId).admit({ runId, holds });
+  const reply = await ledgerStub(env, customerId).admit({ runId, holds, ...(options.maxRunsInFlight ? { maxRunsInFlight: options.maxRunsInFlight } : {}) });
+  if (!reply.allowed && reply.reason === "too_many_runs") {
+    throw new ApiError("rate_limited", `customer "${customerId}" cannot start another run now: ${reply.refusal}; try again when some have finished`, [], { "retry-after": "5" });
+  }
   if (!reply.allowed) {
     throw new ApiError("budget_exhausted", `customer "${customerId}" cannot start a run: ${reply.refusal ?? "its monthly budget is spent"}; raise the budget or wait for the month to end`);
   }
@@ -48,7 +51,7 @@ export async function undoAdmission(env: Env, customerId: string, runId: string,
  * A failed run may resume only while its customer may start runs (402 otherwise); under a
  * budget set since the run began, the run is told its steps are now held against it.
  */
-export async function resumeAdmitted(env: Env, customerId: string, runId: string): Promise<void> {
-  const admission = await admitRun(env, customerId, runId, { creation: false });
+export async function resumeAdmitted(env: Env, customerId: string, runId: string, limits: { maxRunsInFlight?: number } = {}): Promise<void> {
+  const admission = await admitRun(env, customerId, runId, { creation: false, ...limits });
   if (admission.limited) await runStub(env, runId).limitBudget();
 }

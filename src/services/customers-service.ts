@@ -30,6 +30,10 @@ function toNano(value: string | number, field: string): bigint {
   }
 }
 
+/** Per-isolate cache of each customer's plan limits: a run submission should not cost a D1 read. */
+const limitsCache = new Map<string, { limits: { maxRunsInFlight?: number }; until: number }>();
+const LIMITS_TTL_MS = 30_000;
+
 export class CustomersService {
   constructor(
     private readonly env: Env,
@@ -81,6 +85,18 @@ export class CustomersService {
       secret,
       row: { id: newId("key"), customerId, keyHash: await sha256Hex(secret), prefix: secret.slice(0, 10), createdAt: now, revokedAt: null },
     };
+  }
+
+  /** The plan's admission limits (absent: the platform's defaults), cached per isolate for 30 s. */
+  async limits(id: string): Promise<{ maxRunsInFlight?: number }> {
+    const hit = limitsCache.get(id);
+    if (hit && hit.until > Date.now()) return hit.limits;
+    const row = await this.db.select({ plan: customers.plan }).from(customers).where(eq(customers.id, id)).get();
+    const plan = row ? (JSON.parse(row.plan) as { maxRunsInFlight?: unknown }) : {};
+    const limits = typeof plan.maxRunsInFlight === "number" && plan.maxRunsInFlight > 0 ? { maxRunsInFlight: plan.maxRunsInFlight } : {};
+    if (limitsCache.size > 10_000) limitsCache.clear();
+    limitsCache.set(id, { limits, until: Date.now() + LIMITS_TTL_MS });
+    return limits;
   }
 
   async exists(id: string): Promise<boolean> {

@@ -109,7 +109,7 @@ export class RunsService {
     await this.pricing.assertKnownModels(modelsNamedBySteps(steps, body.runType ? "runType" : "steps"));
     const retry: RetryPolicy | undefined = runType?.retry;
     const id = body.idempotencyKey ? await runIdForIdempotencyKey(customerId, body.idempotencyKey) : newId("run");
-    const admission = await admitRun(this.env, customerId, id, { creation: true });
+    const admission = await admitRun(this.env, customerId, id, { creation: true, ...(await this.customers.limits(customerId)) });
     const now = Date.now();
     const def: RunDefinition = {
       id,
@@ -132,7 +132,9 @@ export class RunsService {
     try {
       result = await this.stub(id).create(def);
     } catch (err) {
-      this.waitUntil(undoAdmission(this.env, customerId, id, admission, { runEnded: false }).catch(() => {}));
+      // No run was made (or it is unknown whether): it is not counted as in flight. A run that was
+      // made after all is told of its budget by its own next delivery; its count comes back with resume.
+      this.waitUntil(undoAdmission(this.env, customerId, id, admission, { runEnded: true }).catch(() => {}));
       throw err;
     }
     // A replay makes no run: the hold placed for creating one is let go at once.
@@ -211,7 +213,7 @@ export class RunsService {
 
   async resume(principal: Principal, runId: string) {
     const run = await this.snapshot(principal, runId);
-    await resumeAdmitted(this.env, run.customerId, runId);
+    await resumeAdmitted(this.env, run.customerId, runId, await this.customers.limits(run.customerId));
     const reply = await this.stub(runId).resume();
     if (!reply.ok) throw new ApiError("conflict", `run "${runId}" is ${reply.run?.status}; only a failed run can be resumed`);
     return presentRun(reply.run);
