@@ -22,6 +22,9 @@ export default defineConfig({
           PRICE_CACHE_MS: "0",
           FIXED_MONTHLY_COST_USD: "100",
           FIXED_COST_ALLOCATION: "even",
+          // Stored secrets are encrypted under this; SECRET_WORKER_TOKEN is a platform secret set on the Worker.
+          SECRETS_KEY: "test-secrets-key-0123456789abcdef0123456789",
+          SECRET_WORKER_TOKEN: "worker-token-value-5f1c",
           TEST_MIGRATIONS: migrations,
         },
         queueConsumers: {

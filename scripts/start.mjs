@@ -137,6 +137,9 @@ function ensureDevVars() {
   }
   const vars = parseDotenv(readFileSync(DEV_VARS, "utf8"));
   if (!vars.ADMIN_API_KEY) throw new StartError(".dev.vars does not set ADMIN_API_KEY (see .dev.vars.example)");
+  if (!vars.SECRETS_KEY) {
+    say(red("warning: .dev.vars does not set SECRETS_KEY, so PUT /v1/secrets answers 503; copy the line from .dev.vars.example"));
+  }
   if (vars.RUNPLANE_ENV !== "development") {
     say(red(`warning: .dev.vars sets RUNPLANE_ENV=${vars.RUNPLANE_ENV ?? "(unset)"}; the API may refuse the dev admin key unless it is "development"`));
   }

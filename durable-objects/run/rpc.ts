@@ -7,6 +7,7 @@ import type { Rejection } from "../../src/domain/run-machine";
 import type { JsonValue } from "../../src/domain/input-references";
 import { TokenUsageListSchema } from "../../src/domain/token-usage";
 import { truncateText } from "../../src/lib/text";
+import { SecretScopeSchema, type SecretScope } from "../../src/domain/secrets";
 
 /** RPC return types must be serializable: JSON values, not `unknown`. */
 export type JsonObject = { [key: string]: JsonValue };
@@ -34,6 +35,8 @@ export const RunDefinitionSchema = z.object({
   idempotencyKey: z.string().nullable(),
   requestHash: z.string(),
   budgetLimited: z.boolean().optional(),
+  /** Whose secrets the steps may use, decided by the control plane from where the steps came from. */
+  secretScope: SecretScopeSchema,
   createdAt: z.number(),
 });
 
@@ -80,7 +83,9 @@ export interface StepAssignment {
   attempt: number;
   startedAt: number;
   leaseMs: number;
+  /** {{secrets.…}} references stay in `config` as written; the worker resolves them in this scope only. */
   step: { name: string; type: string; config: JsonValue; timeoutMs: number | null };
+  secretScope: SecretScope;
 }
 
 export type StartStepResult = { ok: true; assignment: StepAssignment } | { ok: false; reason: Rejection | "unknown_run" | "invalid_config" | "budget_exceeded" };

@@ -16,6 +16,7 @@ import type { z } from "zod";
 import { getPool } from "../../src/config/pools";
 import type { DeadLetterMessage, EventMessage, JobMessage } from "../../src/data-plane/messages";
 import { resolveReferences, type JsonValue } from "../../src/domain/input-references";
+import { customerScope, withSecretPlaceholders } from "../../src/domain/secrets";
 import type { PriceBook } from "../../src/domain/pricing";
 import {
   cancelRun,
@@ -460,7 +461,8 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     const step = state.steps[stepIndex]!;
     const resolved = this.resolvedConfig(state, stepIndex);
     const stepType = getStepType(def.type);
-    const parsed = resolved.ok && stepType ? stepType.configSchema.safeParse(resolved.config) : null;
+    // Secrets are resolved only on the worker: each reference counts as the longest value a secret may have.
+    const parsed = resolved.ok && stepType ? stepType.configSchema.safeParse(withSecretPlaceholders(resolved.config)) : null;
     // A config that cannot run holds nothing beyond its infrastructure: the attempt fails at once.
     const tokens = parsed?.success && stepType?.worstCaseTokens ? stepType.worstCaseTokens(parsed.data) : [];
     const timeoutMs = Math.min(def.timeoutMs ?? state.def.timeoutMs ?? MAX_STEP_TIMEOUT_MS, MAX_STEP_TIMEOUT_MS);
@@ -508,6 +510,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
       startedAt: step.startedAt!,
       leaseMs: this.clock().leaseMs,
       step: { name: def.name, type: def.type, config: resolved.config, timeoutMs: def.timeoutMs ?? state.def.timeoutMs ?? null },
+      secretScope: state.def.secretScope ?? customerScope(state.def.customerId),
     };
     return { ok: true, assignment };
   }

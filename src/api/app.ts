@@ -23,6 +23,9 @@ import { registerRunCommands } from "./routes/runs-commands";
 import { registerDlq } from "./routes/dlq";
 import { registerPricing } from "./routes/pricing";
 import { registerCosts } from "./routes/costs";
+import { registerPutSecret } from "./routes/secrets-put";
+import { registerDeleteSecret } from "./routes/secrets-delete";
+import { registerListSecrets } from "./routes/secrets-list";
 
 export const MAX_BODY_BYTES = 1024 * 1024;
 
@@ -83,6 +86,9 @@ export function createApp() {
   registerDlq(app);
   registerPricing(app);
   registerCosts(app);
+  registerPutSecret(app);
+  registerListSecrets(app);
+  registerDeleteSecret(app);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearerAuth", { type: "http", scheme: "bearer" });
   app.doc31("/openapi.json", {

@@ -104,3 +104,18 @@ export const LedgerSchema = z
       .openapi({ description: "The ledger against D1's cost rollups, compared now; runs D1 lacks were sent again" }),
   })
   .openapi("Ledger");
+
+/** A secret as the API shows it: never its value. */
+export const SecretSchema = z
+  .object({
+    name: z.string(),
+    source: z.enum(["stored", "worker"]).openapi({ description: "stored: PUT /v1/secrets; worker: the Worker secret SECRET_<NAME> (platform only)" }),
+    createdAt: z.string().nullable(),
+    updatedAt: z.string().nullable(),
+  })
+  .openapi("Secret");
+
+/** `:name` of /v1/secrets/{name}. */
+export const SecretNameParam = z.object({
+  name: z.string().regex(/^[A-Z][A-Z0-9_]{0,63}$/, "secret name must match ^[A-Z][A-Z0-9_]{0,63}$").openapi({ example: "ACME_TOKEN" }),
+});

@@ -1,4 +1,8 @@
+import { drizzle } from "drizzle-orm/d1";
 import type { StepAssignment } from "../../durable-objects/run/rpc";
+import type { JsonValue } from "../domain/input-references";
+import { MissingSecretError, scrubSecrets, secretReferences, substituteSecrets } from "../domain/secrets";
+import { SecretsService } from "../services/secrets-service";
 import { MAX_STEP_TIMEOUT_MS } from "../domain/step-spec";
 import { usageBoundsViolation } from "../domain/token-usage";
 import { errorMessage, log } from "../lib/log";
@@ -11,11 +15,32 @@ export interface LeaseKeeper {
 }
 
 /**
- * Runs one attempt: enforces the step's timeout, keeps the lease alive with heartbeats while
- * the step works, and turns every way a step can end into a StepResult (a throwing executor
- * is a worker_error, an expired timeout a timeout).
+ * Runs one attempt: puts the step's secrets into its config (from the run's secret scope
+ * only), enforces the step's timeout, keeps the lease alive with heartbeats while the step
+ * works, and turns every way a step can end into a StepResult (a throwing executor is a
+ * worker_error, an expired timeout a timeout). Whatever the attempt reports back (output,
+ * failure message) has every secret value it was given replaced by "[secret]": the values
+ * live only in this call.
  */
 export async function executeAssignment(assignment: StepAssignment, env: Env, run: LeaseKeeper): Promise<StepResult> {
+  const references = secretReferences(assignment.step.config);
+  if (references.length === 0) return executeResolved(assignment, env, run);
+  const malformed = references.find((r) => r.name === null);
+  if (malformed) return fail("permanent", `{{${malformed.reference}}} is not a secret reference (write {{secrets.NAME}})`);
+  const names = [...new Set(references.map((r) => r.name!))];
+  const resolution = await new SecretsService(env, drizzle(env.DB)).resolve(assignment.secretScope, names);
+  if (!resolution.ok) return { ok: false, failure: resolution.failure };
+  let config: JsonValue;
+  try {
+    config = substituteSecrets(assignment.step.config, resolution.values) as JsonValue;
+  } catch (err) {
+    return fail("permanent", err instanceof MissingSecretError ? err.message : errorMessage(err));
+  }
+  const result = await executeResolved({ ...assignment, step: { ...assignment.step, config } }, env, run);
+  return scrubSecrets(result, [...resolution.values.values()]);
+}
+
+async function executeResolved(assignment: StepAssignment, env: Env, run: LeaseKeeper): Promise<StepResult> {
   const stepType = getStepType(assignment.step.type);
   if (!stepType || stepType.durable) {
     return fail("permanent", `step type "${assignment.step.type}" cannot run on a worker of this deployment`);

@@ -35,13 +35,44 @@ export const apiKeys = sqliteTable(
   (t) => [uniqueIndex("api_keys_hash").on(t.keyHash), index("api_keys_customer").on(t.customerId)],
 );
 
-export const runTypes = sqliteTable("run_types", {
-  name: text("name").primaryKey(),
-  /** JSON: { pool, priority, steps, retry, timeoutMs }. */
-  definition: text("definition").notNull(),
-  createdAt: integer("created_at").notNull(),
-  updatedAt: integer("updated_at").notNull(),
-});
+/**
+ * Run types share one namespace. `owner` null: platform-wide (written by the admin, visible
+ * to every customer, its steps may use the platform's secrets); a customer id: that
+ * customer's own (visible to it and the admin only, its steps use only its secrets).
+ */
+export const runTypes = sqliteTable(
+  "run_types",
+  {
+    name: text("name").primaryKey(),
+    /** JSON: { pool, priority, steps, retry, timeoutMs }. */
+    definition: text("definition").notNull(),
+    owner: text("owner"),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [index("run_types_owner").on(t.owner, t.name)],
+);
+
+/**
+ * Secrets steps reference as `{{secrets.NAME}}`, encrypted with AES-256-GCM under a key
+ * derived from the Worker secret SECRETS_KEY (src/lib/secrets-crypto.ts); the scope and name
+ * are bound into each ciphertext, so a row moved to another scope or name does not decrypt.
+ * `scope`: "platform" or "customer:<id>" (src/domain/secrets.ts). Values are never returned.
+ */
+export const secrets = sqliteTable(
+  "secrets",
+  {
+    scope: text("scope").notNull(),
+    name: text("name").notNull(),
+    /** base64: AES-GCM ciphertext with its tag */
+    ciphertext: text("ciphertext").notNull(),
+    /** base64: the 96-bit nonce, fresh for every write */
+    iv: text("iv").notNull(),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.scope, t.name] })],
+);
 
 export const runs = sqliteTable(
   "runs",

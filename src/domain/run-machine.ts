@@ -4,6 +4,7 @@
  * log, and carries out `dispatches`. Commands mutate the state they are given only after
  * every guard has passed: a rejected command leaves it untouched.
  */
+import type { SecretScope } from "./secrets";
 import { DEFAULT_RETRY_POLICY, retryDelayMs, type RetryPolicy } from "./retry-policy";
 import {
   isActiveStep,
@@ -40,6 +41,12 @@ export interface RunDefinition {
   requestHash: string;
   /** The customer has a hard budget: each step's cost is settled before the next one starts. */
   budgetLimited?: boolean;
+  /**
+   * Whose secrets the steps' {{secrets.…}} references resolve in: "platform" for the steps of a
+   * platform-wide run type, else "customer:<id>". Runs from before secrets existed have none:
+   * their customer's.
+   */
+  secretScope?: SecretScope;
   createdAt: number;
 }
 

@@ -18,8 +18,10 @@ import { admitRun, resumeAdmitted, undoAdmission } from "./admission";
 import { modelsNamedBySteps } from "../domain/step-models";
 import type { PricingService } from "./pricing-service";
 import { nanoJson } from "../domain/money";
-import { assertKnownPool, type RunTypesService } from "./run-types-service";
-import { assertValidSteps } from "./step-validation";
+import { assertKnownPool, secretScopeOfOwner, type RunTypesService } from "./run-types-service";
+import { assertStepSecrets, assertValidSteps } from "./step-validation";
+import { customerScope, type SecretScope } from "../domain/secrets";
+import type { SecretsService } from "./secrets-service";
 
 export interface CreateRunInput {
   projectId: string;
@@ -67,6 +69,7 @@ export class RunsService {
     private readonly customers: CustomersService,
     private readonly runTypes: RunTypesService,
     private readonly pricing: PricingService,
+    private readonly secrets: SecretsService,
     /** Work that may finish after the response: the run is already durable in its object. */
     private readonly waitUntil: (work: Promise<unknown>) => void,
   ) {}
@@ -96,33 +99,39 @@ export class RunsService {
     }
     if (body.steps) assertValidSteps(body.steps);
     const [runType, customerExists] = await Promise.all([
-      body.runType ? this.runTypes.find(body.runType) : Promise.resolve(null),
+      // Only the platform's run types and the run's customer's own: another customer's is unknown here.
+      body.runType ? this.runTypes.findFor(customerId, body.runType) : Promise.resolve(null),
       principal.kind === "admin" ? this.customers.exists(customerId) : Promise.resolve(true),
     ]);
     if (!customerExists) throw new ApiError("unprocessable", `customer "${customerId}" does not exist`, [{ field: "customerId", message: "unknown customer" }]);
     if (body.runType && !runType) throw new ApiError("unprocessable", `run type "${body.runType}" does not exist`, [{ field: "runType", message: "unknown run type" }]);
 
-    const steps = runType?.steps ?? body.steps!;
-    const pool = body.pool ?? runType?.pool ?? DEFAULT_POOL;
+    const steps = runType?.definition.steps ?? body.steps!;
+    const pool = body.pool ?? runType?.definition.pool ?? DEFAULT_POOL;
     assertKnownPool(pool, "pool");
+    // Where the steps came from decides whose secrets they may use: a platform-wide run type
+    // the platform's; a customer's own run type or inline steps only that customer's.
+    const secretScope = runType ? secretScopeOfOwner(runType.owner) : customerScope(customerId);
+    await assertStepSecrets(this.secrets, secretScope, steps, runType ? { field: "runType" } : { prefix: "steps" });
     // An unpriced model is refused now, never run at a silent zero cost.
     await this.pricing.assertKnownModels(modelsNamedBySteps(steps, body.runType ? "runType" : "steps"));
-    const retry: RetryPolicy | undefined = runType?.retry;
+    const retry: RetryPolicy | undefined = runType?.definition.retry;
     const id = body.idempotencyKey ? await runIdForIdempotencyKey(customerId, body.idempotencyKey) : newId("run");
     const admission = await admitRun(this.env, customerId, id, { creation: true, ...(await this.customers.limits(customerId)) });
     const now = Date.now();
-    const def: RunDefinition = {
+    const def: RunDefinition & { secretScope: SecretScope } = {
       id,
       customerId,
       projectId: body.projectId,
       runType: body.runType ?? null,
       pool,
-      priority: body.priority ?? runType?.priority ?? "normal",
+      priority: body.priority ?? runType?.definition.priority ?? "normal",
       input: body.input ?? null,
       metadata: body.metadata ?? {},
       steps: steps.map((s) => ({ name: s.name, type: s.type, config: s.config ?? {}, retry: s.retry, timeoutMs: s.timeoutMs })),
       retry,
-      timeoutMs: runType?.timeoutMs,
+      timeoutMs: runType?.definition.timeoutMs,
+      secretScope,
       idempotencyKey: body.idempotencyKey ?? null,
       requestHash: await fingerprint({ ...body, customerId }),
       budgetLimited: admission.limited,

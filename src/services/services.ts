@@ -6,6 +6,7 @@ import { DlqService } from "./dlq-service";
 import { PricingService } from "./pricing-service";
 import { RunTypesService } from "./run-types-service";
 import { RunsService } from "./runs-service";
+import { SecretsService } from "./secrets-service";
 
 export interface Services {
   auth: AuthService;
@@ -15,21 +16,24 @@ export interface Services {
   dlq: DlqService;
   pricing: PricingService;
   costs: CostsService;
+  secrets: SecretsService;
 }
 
 /** Built once per request and put on the Hono context: routes use these, never bindings. */
 export function buildServices(env: Env, waitUntil: (work: Promise<unknown>) => void): Services {
   const db = drizzle(env.DB);
   const customers = new CustomersService(env, db);
-  const runTypes = new RunTypesService(db);
+  const secrets = new SecretsService(env, db);
+  const runTypes = new RunTypesService(db, customers, secrets);
   const pricing = new PricingService(env, db);
   return {
     auth: new AuthService(env, db),
     customers,
     runTypes,
-    runs: new RunsService(env, db, customers, runTypes, pricing, waitUntil),
+    runs: new RunsService(env, db, customers, runTypes, pricing, secrets, waitUntil),
     dlq: new DlqService(env, db),
     pricing,
     costs: new CostsService(env),
+    secrets,
   };
 }

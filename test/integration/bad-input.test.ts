@@ -574,10 +574,11 @@ describe("authentication", () => {
 });
 
 describe("admin-only routes answer a customer key with 403", () => {
-  it("POST /v1/customers, PUT /v1/run-types/x, GET /v1/customers and key and budget routes", async () => {
+  it("POST /v1/customers, PUT /v1/run-types/x for another owner, GET /v1/customers and key and budget routes", async () => {
     await writesNothing(async () => {
       expectError(await call("POST", "/v1/customers", { key: alice.key, body: { id: "by-a-customer", name: "Nope" } }), 403, "forbidden");
-      expectError(await call("PUT", "/v1/run-types/x", { key: alice.key, body: { steps: goodSteps() } }), 403, "forbidden");
+      // A customer key writes only its own run types (test/integration/run-types.security.test.ts).
+      expectError(await call("PUT", `/v1/run-types/x?owner=${bob.id}`, { key: alice.key, body: { steps: goodSteps() } }), 403, "forbidden", ["query.owner"]);
       expectError(await call("GET", "/v1/customers", { key: alice.key }), 403, "forbidden");
       expectError(await call("POST", `/v1/customers/${alice.id}/keys`, { key: alice.key }), 403, "forbidden");
       expectError(await call("PUT", `/v1/customers/${alice.id}/budget`, { key: alice.key, body: { monthlyLimitUsd: "1000" } }), 403, "forbidden");
@@ -591,7 +592,7 @@ describe("admin-only routes answer a customer key with 403", () => {
     await writesNothing(async () => {
       expectError(await call("POST", "/v1/customers", { key: alice.key, raw: "{" }), 403, "forbidden");
       expectError(await call("POST", "/v1/customers", { key: alice.key, body: { id: "Bad Name" } }), 403, "forbidden");
-      expectError(await call("PUT", "/v1/run-types/Bad%20Name", { key: alice.key, body: { steps: "x" } }), 403, "forbidden");
+      expectError(await call("PUT", `/v1/run-types/Bad%20Name?owner=${bob.id}`, { key: alice.key, body: { steps: "x" } }), 403, "forbidden");
       expectError(await call("GET", "/v1/customers?limit=0", { key: alice.key }), 403, "forbidden");
       expectError(await call("PUT", `/v1/customers/${alice.id}/budget`, { key: alice.key, body: {} }), 403, "forbidden");
     });
