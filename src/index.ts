@@ -12,6 +12,7 @@ import { reconcileLedgers } from "./data-plane/ledger-reconciler";
 import { reconcileRuns } from "./data-plane/reconciler";
 import { configureLogging, log } from "./lib/log";
 import { countUsage } from "./lib/usage";
+import { noteWorkerHostname } from "./steps/safe-fetch";
 import "./steps/custom";
 
 export { RunCoordinator } from "../durable-objects/run/run-coordinator";
@@ -23,6 +24,8 @@ export default {
   fetch(request, env, ctx) {
     configureLogging(env.LOG_LEVEL);
     countUsage("worker_requests");
+    // Steps may not call the Worker back: the hostnames it is called on join the refused names.
+    noteWorkerHostname(new URL(request.url).hostname);
     return app.fetch(request, env, ctx);
   },
 
