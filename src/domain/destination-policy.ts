@@ -313,9 +313,9 @@ function parseAllowEntry(text: string): AllowEntry | null {
   }
   let hostPart = text;
   let port: number | undefined;
-  const withPort = /^(.*):(\d{1,5})$/.exec(text);
-  // A bare IPv6 address ("fd00::1") has colons but no port; a bracketed one may have a port.
-  if (withPort && (!text.includes("::") || text.startsWith("["))) {
+  // A bare IPv6 address ("fd00::1", "fd00:0:0:0:0:0:0:1") has colons but no port; a bracketed one may have a port.
+  const withPort = parseIPv6(text) === null ? /^(.*):(\d{1,5})$/.exec(text) : null;
+  if (withPort) {
     hostPart = withPort[1]!;
     port = Number(withPort[2]);
     if (port < 1 || port > 65535) return null;

@@ -346,11 +346,12 @@ describe("the allowlist", () => {
   });
 
   it("entries are parsed strictly; invalid ones permit nothing and are reported", () => {
-    const parsed = parseAllowlist(" 10.0.0.0/33, http://x.example/, host:99999, user@host.example, *., a.example/path, ,fd00::/129, 10.0.0.1, fd00::2 ");
+    const parsed = parseAllowlist(" 10.0.0.0/33, http://x.example/, host:99999, user@host.example, *., a.example/path, ,fd00::/129, 10.0.0.1, fd00::2, fd00:0:0:0:0:0:0:3 ");
     expect(parsed.invalid).toEqual(["10.0.0.0/33", "http://x.example/", "host:99999", "user@host.example", "*.", "a.example/path", "fd00::/129"]);
     expect(parsed.entries.map((e) => [e.kind, e.host, e.port])).toEqual([
       ["host", "10.0.0.1", undefined],
       ["host", "fd00::2", undefined],
+      ["host", "fd00::3", undefined],
     ]);
     expect(parseAllowlist("").entries).toEqual([]);
     expect(parseAllowlist(undefined).invalid).toEqual([]);
