@@ -13,6 +13,7 @@ import { reconcileRuns } from "./data-plane/reconciler";
 import { sweepRetention } from "./data-plane/retention-sweep";
 import { configureLogging, log } from "./lib/log";
 import { countUsage } from "./lib/usage";
+import { noteWorkerHostname } from "./steps/safe-fetch";
 import "./steps/custom";
 
 export { RunCoordinator } from "../durable-objects/run/run-coordinator";
@@ -24,6 +25,8 @@ export default {
   fetch(request, env, ctx) {
     configureLogging(env.LOG_LEVEL);
     countUsage("worker_requests");
+    // Steps may not call the Worker back: the hostnames it is called on join the refused names.
+    noteWorkerHostname(new URL(request.url).hostname);
     return app.fetch(request, env, ctx);
   },
 

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { decodeUtf8, discardBody, readCapped, safeFetch } from "./safe-fetch";
 import { fail, type StepResult, type StepType } from "./step-type";
 
 const HttpConfig = z
@@ -10,7 +11,12 @@ const HttpConfig = z
   })
   .strict();
 
-const MAX_BODY_CHARS = 64 * 1024;
+/**
+ * The most of a response body an `http` step reads and keeps (bytes). A longer body is cut:
+ * the stream is cancelled at the cap, the output's `body` is the first HTTP_MAX_BODY_BYTES as
+ * text (not parsed as JSON, since it is incomplete) and the output carries `truncated: true`.
+ */
+export const HTTP_MAX_BODY_BYTES = 64 * 1024;
 
 /** Retry-After is either delay-seconds or an HTTP date. */
 export function parseRetryAfter(value: string | null, now = Date.now()): number | undefined {
@@ -32,7 +38,8 @@ export function classifyHttpStatus(status: number, retryAfter: string | null): S
 
 export const httpStep: StepType<z.infer<typeof HttpConfig>> = {
   type: "http",
-  description: "Calls a URL. 5xx, 429 and network errors are transient (Retry-After honoured); other 4xx are permanent.",
+  description:
+    "Calls a URL allowed by the destination policy (redirects followed and re-checked, at most 5). 5xx, 429 and network errors are transient (Retry-After honoured); other 4xx and refused destinations are permanent. The output keeps the first 64 KiB of the body (`truncated: true` when cut).",
   configSchema: HttpConfig,
   async execute(config, ctx) {
     const headers = new Headers(config.headers);
@@ -43,14 +50,21 @@ export const httpStep: StepType<z.infer<typeof HttpConfig>> = {
     }
     let response: Response;
     try {
-      response = await fetch(config.url, { method: config.method ?? (body ? "POST" : "GET"), headers, body, signal: ctx.signal });
+      const fetched = await safeFetch(config.url, { method: config.method ?? (body ? "POST" : "GET"), headers, body, signal: ctx.signal }, ctx.env);
+      if (!fetched.ok) return fail("permanent", fetched.refusal.message);
+      response = fetched.response;
     } catch (err) {
       if (ctx.signal.aborted) throw err;
       return fail("transient", `network error: ${err instanceof Error ? err.message : String(err)}`);
     }
-    const text = (await response.text()).slice(0, MAX_BODY_CHARS);
     const failed = classifyHttpStatus(response.status, response.headers.get("retry-after"));
-    if (failed) return failed;
+    if (failed) {
+      await discardBody(response);
+      return failed;
+    }
+    const { bytes, truncated } = await readCapped(response, HTTP_MAX_BODY_BYTES);
+    const text = decodeUtf8(bytes, truncated);
+    if (truncated) return { ok: true, output: { status: response.status, body: text, truncated: true } };
     let parsed: unknown = text;
     if (response.headers.get("content-type")?.includes("json")) {
       try {

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { MODEL_NAME } from "../domain/token-usage";
 import { classifyHttpStatus } from "./http";
+import { decodeUtf8, declaredLength, discardBody, readCapped, safeFetch, scrubSecrets, type PolicyEnv } from "./safe-fetch";
 import { fail, type StepResult, type StepType, type TokenUsage } from "./step-type";
 
 export const DEFAULT_LLM_BASE_URL = "https://api.openai.com/v1";
@@ -74,29 +75,78 @@ export function usageFromCompletion(model: string, usage: unknown): TokenUsage |
   return result;
 }
 
-/** The endpoint's own error message (`{"error": {"message"}}`), shortened, when it sent one. */
-function errorDetail(text: string): string {
+/**
+ * The most of a completion the step reads (bytes): a longer body fails the step permanently and
+ * is not read further. A completion within the output limit (DEFAULT_MAX_TOKENS) is far smaller.
+ */
+export const LLM_MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
+/** The most of an error body read to find the endpoint's error type, code and message. */
+const LLM_MAX_ERROR_BYTES = 16 * 1024;
+
+const PLATFORM_ENDPOINT = "the platform's model endpoint";
+
+/** What a status means, in words that quote nothing the endpoint said. */
+function genericPhrase(status: number): string {
+  if (status === 401 || status === 403) return "the endpoint refused the platform's credentials";
+  if (status === 404) return "model or path not found";
+  if (status === 408) return "the endpoint timed out";
+  if (status === 413) return "the request is too large for the endpoint";
+  if (status === 429) return "rate limited";
+  if (status >= 500) return "the endpoint failed";
+  return "the endpoint rejected the request";
+}
+
+/** `{"error": {"message", "type", "code"}}`, as OpenAI-compatible endpoints send it. */
+function errorFields(text: string): { message?: string; type?: string; code?: string } {
   try {
-    const message = (JSON.parse(text) as { error?: { message?: unknown } })?.error?.message;
-    if (typeof message === "string" && message) return `: ${message.slice(0, 300)}`;
+    const error = (JSON.parse(text) as { error?: { message?: unknown; type?: unknown; code?: unknown } })?.error;
+    if (typeof error !== "object" || error === null) return {};
+    // type and code are identifiers ("invalid_request_error", "invalid_api_key"); anything else is dropped.
+    const ident = (v: unknown) => (typeof v === "string" && /^[A-Za-z0-9_.-]{1,64}$/.test(v) ? v : undefined);
+    return {
+      message: typeof error.message === "string" && error.message ? error.message : undefined,
+      type: ident(error.type),
+      code: ident(error.code),
+    };
   } catch {
-    // not JSON: the status says enough
+    return {}; // not JSON: the status says enough
   }
-  return "";
+}
+
+/**
+ * Why a call failed, as the tenant sees it. The platform's endpoint is called with the platform's
+ * key and its messages can quote key fragments, so they are never passed on: only the status, a
+ * generic phrase and the error's type/code. A step's own endpoint is the tenant's: its message is
+ * passed on shortened, with anything that looks like a key scrubbed.
+ */
+function failureDetail(status: number, text: string, platform: boolean, known: readonly (string | undefined)[]): string {
+  const fields = errorFields(text);
+  if (platform) {
+    const ids = [fields.type && `type ${fields.type}`, fields.code && `code ${fields.code}`].filter(Boolean).join(", ");
+    return `${PLATFORM_ENDPOINT} answered HTTP ${status}: ${genericPhrase(status)}${ids ? ` (${ids})` : ""}`;
+  }
+  return fields.message ? `: ${scrubSecrets(fields.message, known).slice(0, 300)}` : "";
 }
 
 const trimSlash = (url: string) => url.replace(/\/+$/, "");
 
+type LlmEnv = Pick<Env, "LLM_BASE_URL" | "LLM_API_KEY"> & PolicyEnv;
+
 /**
  * Calls an OpenAI-compatible chat completions endpoint. The platform's key (LLM_API_KEY) goes
  * only to the platform's endpoint (LLM_BASE_URL, or OpenAI's): a step's own `baseUrl` is
- * chosen by whoever wrote the run, and must not be a way to collect that key.
+ * chosen by whoever wrote the run, and must not be a way to collect that key. Both go through
+ * the destination policy (safeFetch); an operator permits an internal LLM_BASE_URL with
+ * DESTINATION_ALLOWLIST.
  */
-export async function executeLlm(config: LlmConfig, ctx: { signal: AbortSignal; env: Pick<Env, "LLM_BASE_URL" | "LLM_API_KEY"> }): Promise<StepResult> {
+export async function executeLlm(config: LlmConfig, ctx: { signal: AbortSignal; env: LlmEnv }): Promise<StepResult> {
   const platformBase = trimSlash(ctx.env.LLM_BASE_URL || DEFAULT_LLM_BASE_URL);
   const base = config.baseUrl ? trimSlash(config.baseUrl) : platformBase;
+  const platform = base === platformBase;
+  const endpoint = platform ? PLATFORM_ENDPOINT : `${base}/chat/completions`;
+  const known = [ctx.env.LLM_API_KEY];
   const headers = new Headers({ "content-type": "application/json" });
-  if (ctx.env.LLM_API_KEY && base === platformBase) headers.set("authorization", `Bearer ${ctx.env.LLM_API_KEY}`);
+  if (ctx.env.LLM_API_KEY && platform) headers.set("authorization", `Bearer ${ctx.env.LLM_API_KEY}`);
   const body: Record<string, unknown> = { model: config.model, messages: config.messages };
   // Always bounded, so what a hard budget held for the call is what it may cost.
   body.max_tokens = maxTokensOf(config);
@@ -104,22 +154,38 @@ export async function executeLlm(config: LlmConfig, ctx: { signal: AbortSignal; 
 
   let response: Response;
   try {
-    response = await fetch(`${base}/chat/completions`, { method: "POST", headers, body: JSON.stringify(body), signal: ctx.signal });
+    const fetched = await safeFetch(`${base}/chat/completions`, { method: "POST", headers, body: JSON.stringify(body), signal: ctx.signal }, ctx.env);
+    if (!fetched.ok) {
+      const hint = platform && fetched.refusal.hop === 0 ? `; an operator can permit it in DESTINATION_ALLOWLIST` : "";
+      return fail("permanent", `${platform ? `${PLATFORM_ENDPOINT} (LLM_BASE_URL): ` : ""}${fetched.refusal.message}${hint}`);
+    }
+    response = fetched.response;
   } catch (err) {
     if (ctx.signal.aborted) throw err;
-    return fail("transient", `network error calling ${base}: ${err instanceof Error ? err.message : String(err)}`);
+    return fail("transient", `network error calling ${platform ? PLATFORM_ENDPOINT : base}: ${scrubSecrets(err instanceof Error ? err.message : String(err), known)}`);
   }
-  const text = await response.text();
   const failed = classifyHttpStatus(response.status, response.headers.get("retry-after"));
   if (failed && !failed.ok) {
-    return fail(failed.failure.type, `${base}/chat/completions answered HTTP ${response.status}${errorDetail(text)}`, failed.failure.retryAfterMs);
+    const { bytes, truncated } = await readCapped(response, LLM_MAX_ERROR_BYTES);
+    const detail = failureDetail(response.status, decodeUtf8(bytes, truncated), platform, known);
+    const message = platform ? detail : `${endpoint} answered HTTP ${response.status}${detail}`;
+    return fail(failed.failure.type, message, failed.failure.retryAfterMs);
   }
+
+  const tooLarge = `${endpoint} answered with a body larger than the ${LLM_MAX_RESPONSE_BYTES / (1024 * 1024)} MiB cap (${LLM_MAX_RESPONSE_BYTES} bytes); it was not read further`;
+  const length = declaredLength(response);
+  if (length !== null && length > LLM_MAX_RESPONSE_BYTES) {
+    await discardBody(response);
+    return fail("permanent", tooLarge);
+  }
+  const { bytes, truncated } = await readCapped(response, LLM_MAX_RESPONSE_BYTES);
+  if (truncated) return fail("permanent", tooLarge);
 
   let completion: { model?: unknown; choices?: { message?: { content?: unknown }; finish_reason?: unknown }[]; usage?: unknown };
   try {
-    completion = JSON.parse(text);
+    completion = JSON.parse(decodeUtf8(bytes, false));
   } catch {
-    return fail("permanent", `${base}/chat/completions answered HTTP ${response.status} with a body that is not JSON`);
+    return fail("permanent", `${endpoint} answered HTTP ${response.status} with a body that is not JSON`);
   }
   // Priced under the configured model, the one checked against the price list when the run
   // was created; the endpoint often answers with a dated snapshot name ("gpt-4o-2024-08-06").
