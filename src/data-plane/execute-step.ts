@@ -36,11 +36,12 @@ export async function executeAssignment(assignment: StepAssignment, env: Env, ru
   } catch (err) {
     return fail("permanent", err instanceof MissingSecretError ? err.message : errorMessage(err));
   }
-  const result = await executeResolved({ ...assignment, step: { ...assignment.step, config } }, env, run);
-  return scrubSecrets(result, [...resolution.values.values()]);
+  const values = [...resolution.values.values()];
+  const result = await executeResolved({ ...assignment, step: { ...assignment.step, config } }, env, run, values);
+  return scrubSecrets(result, values);
 }
 
-async function executeResolved(assignment: StepAssignment, env: Env, run: LeaseKeeper): Promise<StepResult> {
+async function executeResolved(assignment: StepAssignment, env: Env, run: LeaseKeeper, secretValues: readonly string[] = []): Promise<StepResult> {
   const stepType = getStepType(assignment.step.type);
   if (!stepType || stepType.durable) {
     return fail("permanent", `step type "${assignment.step.type}" cannot run on a worker of this deployment`);
@@ -73,6 +74,7 @@ async function executeResolved(assignment: StepAssignment, env: Env, run: LeaseK
       startedAt: assignment.startedAt,
       signal: controller.signal,
       env,
+      secretValues,
     });
     // Usage beyond the bounds is a bug or an attack, never a real call: refused, not billed.
     const beyond = result.ok && result.usage ? usageBoundsViolation(result.usage) : null;

@@ -1,7 +1,7 @@
 import { z } from "zod";
 import { MODEL_NAME } from "../domain/token-usage";
 import { classifyHttpStatus } from "./http";
-import { decodeUtf8, declaredLength, discardBody, readCapped, safeFetch, scrubSecrets, type PolicyEnv } from "./safe-fetch";
+import { decodeUtf8, declaredLength, discardBody, readCapped, safeFetch, scrubCredentials, type PolicyEnv } from "./safe-fetch";
 import { fail, type StepResult, type StepType, type TokenUsage } from "./step-type";
 
 export const DEFAULT_LLM_BASE_URL = "https://api.openai.com/v1";
@@ -119,13 +119,13 @@ function errorFields(text: string): { message?: string; type?: string; code?: st
  * generic phrase and the error's type/code. A step's own endpoint is the tenant's: its message is
  * passed on shortened, with anything that looks like a key scrubbed.
  */
-function failureDetail(status: number, text: string, platform: boolean, known: readonly (string | undefined)[]): string {
+function failureDetail(status: number, text: string, platform: boolean, known: readonly (string | undefined)[], tenantSecrets: readonly string[]): string {
   const fields = errorFields(text);
   if (platform) {
     const ids = [fields.type && `type ${fields.type}`, fields.code && `code ${fields.code}`].filter(Boolean).join(", ");
     return `${PLATFORM_ENDPOINT} answered HTTP ${status}: ${genericPhrase(status)}${ids ? ` (${ids})` : ""}`;
   }
-  return fields.message ? `: ${scrubSecrets(fields.message, known).slice(0, 300)}` : "";
+  return fields.message ? `: ${scrubCredentials(fields.message, known, tenantSecrets).slice(0, 300)}` : "";
 }
 
 const trimSlash = (url: string) => url.replace(/\/+$/, "");
@@ -139,7 +139,7 @@ type LlmEnv = Pick<Env, "LLM_BASE_URL" | "LLM_API_KEY"> & PolicyEnv;
  * the destination policy (safeFetch); an operator permits an internal LLM_BASE_URL with
  * DESTINATION_ALLOWLIST.
  */
-export async function executeLlm(config: LlmConfig, ctx: { signal: AbortSignal; env: LlmEnv }): Promise<StepResult> {
+export async function executeLlm(config: LlmConfig, ctx: { signal: AbortSignal; env: LlmEnv; secretValues?: readonly string[] }): Promise<StepResult> {
   const platformBase = trimSlash(ctx.env.LLM_BASE_URL || DEFAULT_LLM_BASE_URL);
   const base = config.baseUrl ? trimSlash(config.baseUrl) : platformBase;
   const platform = base === platformBase;
@@ -162,12 +162,12 @@ export async function executeLlm(config: LlmConfig, ctx: { signal: AbortSignal; 
     response = fetched.response;
   } catch (err) {
     if (ctx.signal.aborted) throw err;
-    return fail("transient", `network error calling ${platform ? PLATFORM_ENDPOINT : base}: ${scrubSecrets(err instanceof Error ? err.message : String(err), known)}`);
+    return fail("transient", `network error calling ${platform ? PLATFORM_ENDPOINT : base}: ${scrubCredentials(err instanceof Error ? err.message : String(err), known, ctx.secretValues ?? [])}`);
   }
   const failed = classifyHttpStatus(response.status, response.headers.get("retry-after"));
   if (failed && !failed.ok) {
     const { bytes, truncated } = await readCapped(response, LLM_MAX_ERROR_BYTES);
-    const detail = failureDetail(response.status, decodeUtf8(bytes, truncated), platform, known);
+    const detail = failureDetail(response.status, decodeUtf8(bytes, truncated), platform, known, ctx.secretValues ?? []);
     const message = platform ? detail : `${endpoint} answered HTTP ${response.status}${detail}`;
     return fail(failed.failure.type, message, failed.failure.retryAfterMs);
   }

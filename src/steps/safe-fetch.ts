@@ -11,6 +11,7 @@ import {
   type DestinationRule,
 } from "../domain/destination-policy";
 import { log } from "../lib/log";
+import { SECRET_MASK } from "../domain/secrets";
 
 /** The settings the policy is built from (all optional: absent means the production default). */
 export interface PolicyEnv {
@@ -209,9 +210,11 @@ export function declaredLength(response: Response): number | null {
  * Removes what looks like a credential from text an endpoint sent (an error message quoted in
  * a step failure): `sk-…` style keys, `Bearer …`/`Basic …` values, `key=…`/`"token": "…"`
  * assignments, AWS access key ids, long letter-and-digit tokens, and the exact values in `known`.
+ * The tenant's own secret values (`tenantSecrets`) become "[secret]" first, as everywhere else.
  */
-export function scrubSecrets(text: string, known: readonly (string | undefined)[] = []): string {
+export function scrubCredentials(text: string, known: readonly (string | undefined)[] = [], tenantSecrets: readonly string[] = []): string {
   let out = text;
+  for (const value of tenantSecrets) if (value) out = out.split(value).join(SECRET_MASK);
   for (const value of known) if (value && value.length >= 8) out = out.split(value).join("[redacted]");
   return out
     .replace(/\b(Bearer|Basic|Token)\s+[^\s"',;]+/gi, "$1 [redacted]")

@@ -19,6 +19,12 @@ export interface StepContext {
   /** Aborted when the step's timeout passes. */
   signal: AbortSignal;
   env: Env;
+  /**
+   * The values of the step's {{secrets.NAME}} references. Everything the step reports is masked
+   * with them afterwards anyway; a step that scrubs text of its own first (an endpoint's error
+   * message) masks these as "[secret]" before its generic rules would call them "[redacted]".
+   */
+  secretValues: readonly string[];
 }
 
 /**

@@ -2,7 +2,7 @@ import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { HTTP_MAX_BODY_BYTES, httpStep } from "../../src/steps/http";
 import { executeLlm, LLM_MAX_RESPONSE_BYTES, type LlmConfig } from "../../src/steps/llm";
-import { scrubSecrets } from "../../src/steps/safe-fetch";
+import { scrubCredentials } from "../../src/steps/safe-fetch";
 import type { StepContext } from "../../src/steps/step-type";
 import { api, createRun, isFinished, newCustomer, waitForRun } from "../helpers";
 
@@ -36,6 +36,7 @@ function mockFetch(handler: (call: Call) => Response | Promise<Response>) {
 const redirect = (status: number, location: string) => new Response(null, { status, headers: { location } });
 
 const ctx = (overrides: Record<string, string> = {}): StepContext => ({
+  secretValues: [],
   runId: "run-security",
   stepName: "step",
   attempt: 1,
@@ -390,16 +391,18 @@ describe("llm steps", () => {
   });
 });
 
-describe("scrubSecrets", () => {
+describe("scrubCredentials", () => {
   it("removes key-like text and known values, and leaves ordinary words", () => {
-    expect(scrubSecrets("Incorrect API key provided: sk-abc...xyz.")).toBe("Incorrect API key provided: [redacted key]");
-    expect(scrubSecrets("key sk-proj-****************************abcd here")).toBe("key [redacted key] here");
-    expect(scrubSecrets("Authorization: Bearer abc.def.ghi")).toBe("Authorization: Bearer [redacted]");
-    expect(scrubSecrets('{"api_key": "12345", "token=abc"}')).toBe('{"api_key": "[redacted]", "token=[redacted]"}');
-    expect(scrubSecrets("AKIAIOSFODNN7EXAMPLE")).toBe("[redacted key]");
-    expect(scrubSecrets("id 0123456789abcdef0123456789abcdef")).toBe("id [redacted]");
-    expect(scrubSecrets("the value is my-platform-secret!", ["my-platform-secret"])).toBe("the value is [redacted]!");
-    expect(scrubSecrets("Rate limit reached for gpt-4o-mini on tokens per min. Limit: 200000")).toBe(
+    expect(scrubCredentials("Incorrect API key provided: sk-abc...xyz.")).toBe("Incorrect API key provided: [redacted key]");
+    expect(scrubCredentials("key sk-proj-****************************abcd here")).toBe("key [redacted key] here");
+    expect(scrubCredentials("Authorization: Bearer abc.def.ghi")).toBe("Authorization: Bearer [redacted]");
+    expect(scrubCredentials('{"api_key": "12345", "token=abc"}')).toBe('{"api_key": "[redacted]", "token=[redacted]"}');
+    expect(scrubCredentials("AKIAIOSFODNN7EXAMPLE")).toBe("[redacted key]");
+    expect(scrubCredentials("id 0123456789abcdef0123456789abcdef")).toBe("id [redacted]");
+    expect(scrubCredentials("the value is my-platform-secret!", ["my-platform-secret"])).toBe("the value is [redacted]!");
+    // A tenant's own secret is named as one, before the generic rules could call it [redacted].
+    expect(scrubCredentials("echoed 0123456789abcdef0123456789abcdef back", [], ["0123456789abcdef0123456789abcdef"])).toBe("echoed [secret] back");
+    expect(scrubCredentials("Rate limit reached for gpt-4o-mini on tokens per min. Limit: 200000")).toBe(
       "Rate limit reached for gpt-4o-mini on tokens per min. Limit: 200000",
     );
   });
