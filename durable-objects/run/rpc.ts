@@ -136,7 +136,8 @@ export interface RunSnapshot {
 }
 
 export type CreateRunResult =
-  | { ok: true; created: boolean; run: RunSnapshot }
+  /** `dueAt`: the run's first deadline for the reconciler, for the index row the control plane writes (see RunIndexRow.dueAt). */
+  | { ok: true; created: boolean; run: RunSnapshot; dueAt: number | null }
   | { ok: false; reason: "idempotency_key_reused"; run: RunSnapshot };
 
 export type CommandReply = { ok: true; run: RunSnapshot } | { ok: false; reason: Rejection | "unknown_run"; run: RunSnapshot | null };

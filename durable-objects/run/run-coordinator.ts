@@ -164,7 +164,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     const existing = await this.load();
     if (existing) {
       if (existing.def.requestHash !== def.requestHash) return { ok: false, reason: "idempotency_key_reused", run: this.snapshot(existing) };
-      return { ok: true, created: false, run: this.snapshot(existing) };
+      return { ok: true, created: false, run: this.snapshot(existing), dueAt: this.dueAt(existing) };
     }
     createSchema(this.ctx.storage);
     this.journal.load();
@@ -177,7 +177,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     await this.commit(state, outcome, { request: true, creation: true, book });
     // Under a hard budget the creation's hold is settled at once, so it does not stand in the way of the run's first step.
     if (def.budgetLimited) await this.deliverCosts(state);
-    return { ok: true, created: true, run: this.snapshot(state) };
+    return { ok: true, created: true, run: this.snapshot(state), dueAt: this.dueAt(state) };
   }
 
   async get(): Promise<RunSnapshot | null> {

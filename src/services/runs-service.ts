@@ -173,8 +173,9 @@ export class RunsService {
         idempotencyKey: def.idempotencyKey,
         version: 0,
         updatedAt: now,
-        // Due for the reconciler only if its first dispatch is not picked up (its object sets it from then on).
-        dueAt: now + (Number(this.env.REDISPATCH_MS) || 30_000) + (Number(this.env.RECONCILE_AFTER_MS) || 60_000),
+        // Due for the reconciler only once the run should have moved on by its own first timer (a
+        // dispatch's pick-up, a first sleep's end): its object says when, and sets it from then on.
+        dueAt: result.dueAt,
       })
       .onConflictDoNothing()
       .run()
