@@ -12,7 +12,7 @@ import { WorkflowEntrypoint, type WorkflowEvent, type WorkflowStep } from "cloud
 import runplane from "../src/index";
 import { countD1, countUsage, usageTotals } from "../src/lib/usage";
 
-export { RunCoordinator, CustomerLedger } from "../src/index";
+export { RunCoordinator, CustomerLedger, RateLimiter } from "../src/index";
 
 interface BenchEnv extends Env {
   BENCH_WORKFLOW: Workflow<BenchRun>;

@@ -205,7 +205,13 @@ async function main() {
     const tag = opts.seed.toString(36);
     const customers = [];
     for (const [id, budget] of [[`chaos-${tag}-open`, undefined], [`chaos-${tag}-capped`, { monthlyLimitUsd: BUDGET_USD, softThresholds: [0.5] }]]) {
-      const created = await call(runtime.base, "POST", "/v1/customers", { id, name: id, ...(budget ? { budget } : {}) });
+      const created = await call(runtime.base, "POST", "/v1/customers", {
+        id,
+        name: id,
+        // Faults are the subject, not admission: the plan is far above the workload's rates.
+        plan: { rateLimit: { requestsPerSecond: 100_000, burst: 1_000_000 }, maxRunsInFlight: 1_000_000 },
+        ...(budget ? { budget } : {}),
+      });
       if (created.status !== 201) throw new Error(`customer: ${created.status} ${JSON.stringify(created.body)}`);
       customers.push({ id, key: created.body.apiKey, budgeted: budget !== undefined });
     }

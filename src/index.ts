@@ -18,6 +18,7 @@ import "./steps/custom";
 
 export { RunCoordinator } from "../durable-objects/run/run-coordinator";
 export { CustomerLedger } from "../durable-objects/ledger/customer-ledger";
+export { RateLimiter } from "../durable-objects/rate-limiter/rate-limiter";
 
 const app = createApp();
 

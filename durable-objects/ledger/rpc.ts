@@ -2,6 +2,7 @@
 import { z } from "zod";
 import { RunRollupSchema, IntegerText } from "../../src/data-plane/messages";
 import type { BudgetState } from "../../src/domain/ledger";
+import { MaxRunsInFlightSchema } from "../../src/domain/plan";
 
 export const BudgetInputSchema = z.object({
   limitNanoUsd: z.string().regex(/^\d+$/).nullable(),
@@ -25,7 +26,7 @@ export const AdmitInputSchema = z.object({
    */
   holds: z.array(ReserveInputSchema).max(4).optional(),
   /** The customer's plan's cap on runs in flight (default DEFAULT_MAX_RUNS_IN_FLIGHT). */
-  maxRunsInFlight: z.number().int().min(1).max(1_000_000).optional(),
+  maxRunsInFlight: MaxRunsInFlightSchema.optional(),
 });
 
 export const ReleaseInputSchema = z.object({

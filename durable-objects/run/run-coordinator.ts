@@ -188,9 +188,12 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
 
   async events(afterSeq = 0, limit = 500): Promise<RunEvent[]> {
     countUsage("do_requests");
+    // Callers validate their page; a bad one here reads from the start, at most 1,001 rows.
+    const after = Number.isSafeInteger(afterSeq) && afterSeq > 0 ? afterSeq : 0;
+    const count = Number.isSafeInteger(limit) ? Math.min(Math.max(limit, 1), 1001) : 500;
     if (!(await this.load())) return [];
     return this.sql<{ seq: number; at: number; type: string; step: string | null; attempt: number | null; data: string | null }>`
-      SELECT seq, at, type, step, attempt, data FROM events WHERE seq > ${afterSeq} ORDER BY seq LIMIT ${limit}`.map((row) => ({
+      SELECT seq, at, type, step, attempt, data FROM events WHERE seq > ${after} ORDER BY seq LIMIT ${count}`.map((row) => ({
       ...row,
       data: row.data ? JSON.parse(row.data) : null,
     }));

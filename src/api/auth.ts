@@ -1,15 +1,46 @@
 import type { Context, MiddlewareHandler } from "hono";
 import type { AppEnv } from "./context";
+import { AuthService } from "../services/auth-service";
+import { retryAfterSeconds } from "../domain/token-bucket";
 import { ApiError } from "./errors";
 
-/** Every /v1 route needs `Authorization: Bearer <key>`: the admin key or a customer's `rp_` key. */
+/** The token of `Authorization: Bearer <token>`, or null. */
+export function bearerToken(header: string | undefined): string | null {
+  const match = header ? /^Bearer\s+(\S+)$/i.exec(header) : null;
+  return match ? match[1]! : null;
+}
+
+/**
+ * Every /v1 route needs `Authorization: Bearer <key>`: the admin key or a customer's `rp_` key.
+ * A customer key then passes its customer's rate limit (429 with `Retry-After` past it); the
+ * same call to the customer's limiter refuses a key revoked in another isolate.
+ */
 export const authenticate: MiddlewareHandler<AppEnv> = async (c, next) => {
   const header = c.req.header("authorization");
   if (!header) throw new ApiError("unauthorized", "missing Authorization header: send `Authorization: Bearer <api key>`");
-  const match = /^Bearer\s+(\S+)$/i.exec(header);
-  if (!match) throw new ApiError("unauthorized", "Authorization header must be `Bearer <api key>`");
-  const principal = await c.get("services").auth.authenticate(match[1]!);
+  const token = bearerToken(header);
+  if (!token) throw new ApiError("unauthorized", "Authorization header must be `Bearer <api key>`");
+  const services = c.get("services");
+  const principal = await services.auth.authenticate(token);
   if (!principal) throw new ApiError("unauthorized", "unknown or revoked API key");
+  if (principal.kind === "customer") {
+    const admission = await services.rateLimit.admit(principal);
+    if (admission.outcome === "revoked") {
+      await AuthService.forgetToken(token);
+      throw new ApiError("unauthorized", "unknown or revoked API key");
+    }
+    if (admission.outcome === "limited") {
+      const seconds = retryAfterSeconds(admission.retryAfterMs);
+      const { requestsPerSecond, burst } = admission.limit;
+      const limit = `${requestsPerSecond} requests/s sustained, burst ${burst}`;
+      throw new ApiError(
+        "rate_limited",
+        `rate limit of customer "${principal.customerId}" exceeded (${limit}, ${admission.source === "plan" ? "its plan's" : "the default"}); retry after ${seconds} s`,
+        [{ field: "rateLimit", message: `${limit}; retry after ${seconds} s` }],
+        { "retry-after": String(seconds) },
+      );
+    }
+  }
   c.set("principal", principal);
   await next();
 };

@@ -21,6 +21,8 @@ export const ERRORS = {
   409: errorResponse("Conflicts with the resource's state"),
   413: errorResponse("Body larger than 1 MiB"),
   422: errorResponse("Well-formed but refers to something that does not exist"),
+  429: errorResponse("The customer's request rate limit or its cap on runs in flight is reached; `Retry-After` says when to try again"),
+  503: errorResponse("A part of the platform did not answer; nothing was changed, retry after `Retry-After`"),
 } as const;
 
 export const bearer = [{ bearerAuth: [] }];

@@ -48,7 +48,17 @@ export const CustomerSchema = z
     id: z.string(),
     name: z.string(),
     createdAt: z.string(),
-    plan: z.object({ monthlyFeeNanoUsd: Money, monthlyFeeUsd: z.string(), pricePerRunNanoUsd: Money, pricePerRunUsd: z.string() }),
+    plan: z.object({
+      monthlyFeeNanoUsd: Money,
+      monthlyFeeUsd: z.string(),
+      pricePerRunNanoUsd: Money,
+      pricePerRunUsd: z.string(),
+      rateLimit: z
+        .object({ requestsPerSecond: z.number(), burst: z.number().int(), source: z.enum(["plan", "default"]) })
+        .nullable()
+        .openapi({ description: "The API request rate limit in force: the plan's own, or the deployment's default; null: none" }),
+      maxRunsInFlight: z.number().int().openapi({ description: "Runs the customer may have unfinished at once" }),
+    }),
     budget: z.object({ monthlyLimitNanoUsd: Money, monthlyLimitUsd: z.string(), softThresholds: z.array(z.number()) }).nullable(),
     spend: z.object({
       month: z.string(),

@@ -250,9 +250,10 @@ export class CostsService {
   /**
    * GET /v1/customers/:id/profitability: revenue (the plan's monthly fee plus its price per
    * run for every run created in the month, whatever its outcome), direct cost (the
-   * customer's cost events), its share of the fixed monthly cost, and the margin left.
+   * customer's cost events), its share of the fixed monthly cost, and the margin left. The
+   * operator's business: the route serves it to the admin key only.
    */
-  async profitability(customerId: string, month: string | undefined, options: { showAllocationBasis?: boolean } = {}, now = Date.now()) {
+  async profitability(customerId: string, month: string | undefined, now = Date.now()) {
     const { amount: fixedCost, method } = this.fixedCostSettings();
     const monthName = month ?? new Date(now).toISOString().slice(0, 7);
     const { from, to } = monthRange(monthName);
@@ -314,8 +315,7 @@ export class CostsService {
       directCost: { aiNanoUsd: nanoJson(own.aiNanoUsd), infraNanoUsd: nanoJson(direct - own.aiNanoUsd) },
       allocatedFixedCostNanoUsd: nanoJson(allocated),
       allocatedFixedCostUsd: nanoToUsdString(allocated),
-      // How the platform's fixed cost is split is the operator's business, not the customer's.
-      ...(options.showAllocationBasis ? { allocation: { method, fixedMonthlyCostNanoUsd: nanoJson(fixedCost), sharedAmong: allocation.size } } : {}),
+      allocation: { method, fixedMonthlyCostNanoUsd: nanoJson(fixedCost), sharedAmong: allocation.size },
       marginNanoUsd: nanoJson(margin),
       marginUsd: nanoToUsdString(margin),
     };

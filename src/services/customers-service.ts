@@ -5,13 +5,17 @@ import { monthRange } from "./costs-service";
 import { ApiError } from "../api/errors";
 import { apiKeys, customers } from "../db/schema";
 import { nanoJson, nanoToUsdString, usdToNano } from "../domain/money";
+import { DEFAULT_MAX_RUNS_IN_FLIGHT, parseStoredPlan, type StoredPlan } from "../domain/plan";
+import type { RateLimitConfig } from "../domain/token-bucket";
 import { newId, sha256Hex } from "../lib/ids";
+import { errorMessage, log } from "../lib/log";
 import { AuthService } from "./auth-service";
+import type { RateLimitService } from "./rate-limit-service";
 
 export interface NewCustomer {
   id?: string;
   name: string;
-  plan?: { monthlyFeeUsd?: string | number; pricePerRunUsd?: string | number };
+  plan?: { monthlyFeeUsd?: string | number; pricePerRunUsd?: string | number; rateLimit?: RateLimitConfig; maxRunsInFlight?: number };
   budget?: BudgetInput;
 }
 
@@ -38,22 +42,59 @@ export class CustomersService {
   constructor(
     private readonly env: Env,
     private readonly db: DrizzleD1Database,
+    private readonly rateLimit: RateLimitService,
   ) {}
 
   private ledger(customerId: string) {
     return ledgerStub(this.env, customerId);
   }
 
+  /**
+   * The ledger enforces budgets, D1 shows them: the ledger is written first, so D1 never shows a
+   * budget the ledger does not enforce. A ledger that does not answer changes nothing: 503.
+   */
+  private async setLedgerBudget(customerId: string, limitNanoUsd: string | null, softThresholds: number[]) {
+    try {
+      await this.ledger(customerId).setBudget({ limitNanoUsd, softThresholds });
+    } catch (err) {
+      log("customers.ledger_budget_failed", { customerId, error: errorMessage(err) }, "warn");
+      throw new ApiError("not_ready", `the budget could not be set: customer "${customerId}"'s ledger did not answer; nothing was changed, retry`, [
+        { field: "budget", message: "not set: the ledger did not answer" },
+      ], { "retry-after": "1" });
+    }
+  }
+
+  /** After a failed D1 write that followed a ledger write: the ledger is set back to what D1 holds (best effort). */
+  private async restoreLedgerFromD1(customerId: string) {
+    try {
+      const row = await this.db
+        .select({ limit: customers.budgetLimitNanoUsd, thresholds: customers.budgetSoftThresholds })
+        .from(customers)
+        .where(eq(customers.id, customerId))
+        .get();
+      await this.ledger(customerId).setBudget(row ? { limitNanoUsd: row.limit, softThresholds: JSON.parse(row.thresholds) as number[] } : { limitNanoUsd: null, softThresholds: [] });
+    } catch (err) {
+      log("customers.ledger_restore_failed", { customerId, error: errorMessage(err) }, "warn");
+    }
+  }
+
   async create(input: NewCustomer) {
     const id = input.id ?? newId("cus");
-    const plan = {
+    const plan: StoredPlan = {
       monthlyFeeNanoUsd: toNano(input.plan?.monthlyFeeUsd ?? 0, "plan.monthlyFeeUsd").toString(),
       pricePerRunNanoUsd: toNano(input.plan?.pricePerRunUsd ?? 0, "plan.pricePerRunUsd").toString(),
+      ...(input.plan?.rateLimit ? { rateLimit: input.plan.rateLimit } : {}),
+      maxRunsInFlight: input.plan?.maxRunsInFlight ?? DEFAULT_MAX_RUNS_IN_FLIGHT,
     };
     const budgetLimit = input.budget ? toNano(input.budget.monthlyLimitUsd, "budget.monthlyLimitUsd").toString() : null;
     const thresholds = input.budget?.softThresholds ?? (input.budget ? [0.5, 0.8] : []);
     const now = Date.now();
     const key = await this.mintKey(id, now);
+    if (budgetLimit !== null) {
+      // A taken id must not have its ledger's budget changed by a create that will fail.
+      if (await this.exists(id)) throw new ApiError("conflict", `customer "${id}" already exists`, [{ field: "id", message: "already exists" }]);
+      await this.setLedgerBudget(id, budgetLimit, thresholds);
+    }
     // One batch is one transaction: the customer and its first key exist together or not at
     // all, and an id that is taken (even by a racing request) inserts no key for it.
     try {
@@ -69,12 +110,13 @@ export class CustomersService {
         this.db.insert(apiKeys).values(key.row),
       ]);
     } catch (err) {
+      // A racing create took the id, or D1 failed: the ledger gets back what D1 holds.
+      if (budgetLimit !== null) await this.restoreLedgerFromD1(id);
       if (/UNIQUE|constraint/i.test(String((err as Error)?.message ?? err))) {
         throw new ApiError("conflict", `customer "${id}" already exists`, [{ field: "id", message: "already exists" }]);
       }
       throw err;
     }
-    if (budgetLimit !== null) await this.ledger(id).setBudget({ limitNanoUsd: budgetLimit, softThresholds: thresholds });
     return { customer: await this.get(id), apiKey: key.secret, keyId: key.row.id };
   }
 
@@ -92,8 +134,7 @@ export class CustomersService {
     const hit = limitsCache.get(id);
     if (hit && hit.until > Date.now()) return hit.limits;
     const row = await this.db.select({ plan: customers.plan }).from(customers).where(eq(customers.id, id)).get();
-    const plan = row ? (JSON.parse(row.plan) as { maxRunsInFlight?: unknown }) : {};
-    const limits = typeof plan.maxRunsInFlight === "number" && plan.maxRunsInFlight > 0 ? { maxRunsInFlight: plan.maxRunsInFlight } : {};
+    const limits = row ? { maxRunsInFlight: parseStoredPlan(row.plan).maxRunsInFlight } : {};
     if (limitsCache.size > 10_000) limitsCache.clear();
     limitsCache.set(id, { limits, until: Date.now() + LIMITS_TTL_MS });
     return limits;
@@ -110,7 +151,7 @@ export class CustomersService {
       this.ledger(id).summary(),
       this.db.select({ id: apiKeys.id, prefix: apiKeys.prefix, createdAt: apiKeys.createdAt }).from(apiKeys).where(and(eq(apiKeys.customerId, id), isNull(apiKeys.revokedAt))).all(),
     ]);
-    return present(row, summary, keys);
+    return this.present(row, summary, keys);
   }
 
   async list(limit: number, cursor: string | undefined) {
@@ -122,16 +163,21 @@ export class CustomersService {
       .limit(limit + 1)
       .all();
     const page = rows.slice(0, limit);
-    const items = await Promise.all(page.map(async (row) => present(row, await this.ledger(row.id).summary(), null)));
+    const items = await Promise.all(page.map(async (row) => this.present(row, await this.ledger(row.id).summary(), null)));
     return { customers: items, nextCursor: rows.length > limit ? page[page.length - 1]!.id : null };
   }
 
   async setBudget(id: string, input: BudgetInput) {
-    if (!(await this.exists(id))) throw new ApiError("not_found", `customer "${id}" not found`);
     const limit = toNano(input.monthlyLimitUsd, "monthlyLimitUsd").toString();
     const thresholds = input.softThresholds ?? [0.5, 0.8];
-    await this.db.update(customers).set({ budgetLimitNanoUsd: limit, budgetSoftThresholds: JSON.stringify(thresholds) }).where(eq(customers.id, id));
-    await this.ledger(id).setBudget({ limitNanoUsd: limit, softThresholds: thresholds });
+    if (!(await this.exists(id))) throw new ApiError("not_found", `customer "${id}" not found`);
+    await this.setLedgerBudget(id, limit, thresholds);
+    try {
+      await this.db.update(customers).set({ budgetLimitNanoUsd: limit, budgetSoftThresholds: JSON.stringify(thresholds) }).where(eq(customers.id, id));
+    } catch (err) {
+      await this.restoreLedgerFromD1(id);
+      throw err;
+    }
     return this.get(id);
   }
 
@@ -189,11 +235,24 @@ export class CustomersService {
       .get();
     if (!row) throw new ApiError("not_found", `key "${keyId}" of customer "${id}" not found`);
     AuthService.forgetKey(row.keyHash);
+    // Other isolates may hold the key in their cache for up to 30 s: the customer's limiter,
+    // which every request of the key passes, refuses it from now on. If it cannot be told,
+    // the cache's 30 s is the bound.
+    await this.rateLimit.keyRevoked(id, keyId);
+  }
+
+  private present(row: CustomerRow, ledger: LedgerSummary, keys: { id: string; prefix: string; createdAt: number }[] | null) {
+    return present(row, ledger, keys, this.rateLimit.limitFor(parseStoredPlan(row.plan).rateLimit));
   }
 }
 
-function present(row: CustomerRow, ledger: LedgerSummary, keys: { id: string; prefix: string; createdAt: number }[] | null) {
-  const plan = JSON.parse(row.plan) as { monthlyFeeNanoUsd?: string; pricePerRunNanoUsd?: string };
+function present(
+  row: CustomerRow,
+  ledger: LedgerSummary,
+  keys: { id: string; prefix: string; createdAt: number }[] | null,
+  rateLimit: { limit: RateLimitConfig; source: "plan" | "default" } | null,
+) {
+  const plan = parseStoredPlan(row.plan);
   const spend = BigInt(ledger.spendNanoUsd);
   const limit = row.budgetLimitNanoUsd === null ? null : BigInt(row.budgetLimitNanoUsd);
   const money = (nano: bigint) => ({ nanoUsd: nanoJson(nano), usd: nanoToUsdString(nano) });
@@ -206,6 +265,8 @@ function present(row: CustomerRow, ledger: LedgerSummary, keys: { id: string; pr
       monthlyFeeUsd: nanoToUsdString(BigInt(plan.monthlyFeeNanoUsd ?? "0")),
       pricePerRunNanoUsd: nanoJson(BigInt(plan.pricePerRunNanoUsd ?? "0")),
       pricePerRunUsd: nanoToUsdString(BigInt(plan.pricePerRunNanoUsd ?? "0")),
+      rateLimit: rateLimit ? { ...rateLimit.limit, source: rateLimit.source } : null,
+      maxRunsInFlight: plan.maxRunsInFlight,
     },
     budget:
       limit === null

@@ -209,9 +209,13 @@ export class RunsService {
     };
   }
 
-  async events(principal: Principal, runId: string) {
+  /** A page of the run's events after sequence number `after`, oldest first; `nextCursor` is the `after` of the next page (null: none). */
+  async events(principal: Principal, runId: string, page: { after: number; limit: number }) {
     await this.snapshot(principal, runId);
-    return (await this.stub(runId).events()).map(presentEvent);
+    // One more than asked: whether another page exists, without a second call.
+    const rows = await this.stub(runId).events(page.after, page.limit + 1);
+    const events = rows.slice(0, page.limit);
+    return { events: events.map(presentEvent), nextCursor: rows.length > page.limit ? events[events.length - 1]!.seq : null };
   }
 
   async cancel(principal: Principal, runId: string) {

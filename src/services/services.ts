@@ -4,6 +4,7 @@ import { CostsService } from "./costs-service";
 import { CustomersService } from "./customers-service";
 import { DlqService } from "./dlq-service";
 import { PricingService } from "./pricing-service";
+import { RateLimitService } from "./rate-limit-service";
 import { RunTypesService } from "./run-types-service";
 import { RunsService } from "./runs-service";
 import { SecretsService } from "./secrets-service";
@@ -17,12 +18,14 @@ export interface Services {
   pricing: PricingService;
   costs: CostsService;
   secrets: SecretsService;
+  rateLimit: RateLimitService;
 }
 
 /** Built once per request and put on the Hono context: routes use these, never bindings. */
 export function buildServices(env: Env, waitUntil: (work: Promise<unknown>) => void): Services {
   const db = drizzle(env.DB);
-  const customers = new CustomersService(env, db);
+  const rateLimit = new RateLimitService(env);
+  const customers = new CustomersService(env, db, rateLimit);
   const secrets = new SecretsService(env, db);
   const runTypes = new RunTypesService(db, customers, secrets);
   const pricing = new PricingService(env, db);
@@ -35,5 +38,6 @@ export function buildServices(env: Env, waitUntil: (work: Promise<unknown>) => v
     pricing,
     costs: new CostsService(env),
     secrets,
+    rateLimit,
   };
 }

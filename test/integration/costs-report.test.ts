@@ -324,24 +324,26 @@ describe("GET /v1/customers/:id/profitability", () => {
 
   it("weighted: shares in proportion to direct cost that sum exactly to the fixed cost", async () => {
     const weighted = new CostsService({ ...env, FIXED_MONTHLY_COST_USD: "100", FIXED_COST_ALLOCATION: "weighted" } as unknown as Env);
-    const acme = await weighted.profitability("acme", "2025-03", { showAllocationBasis: true });
+    const acme = await weighted.profitability("acme", "2025-03");
     const bolt = await weighted.profitability("bolt", "2025-03");
     // 100e9 × 559900 / 11059900 = 5062432752.55… and 100e9 × 10500000 / 11059900 = 94937567247.44…
     expect(acme.allocatedFixedCostNanoUsd).toBe(5_062_432_753);
     expect(bolt.allocatedFixedCostNanoUsd).toBe(94_937_567_247);
     expect(BigInt(acme.allocatedFixedCostNanoUsd) + BigInt(bolt.allocatedFixedCostNanoUsd)).toBe(100_000_000_000n);
     expect(acme.allocation).toEqual({ method: "weighted", fixedMonthlyCostNanoUsd: 100_000_000_000, sharedAmong: 2 });
-    expect(bolt.allocation).toBeUndefined();
+    expect(bolt.allocation).toEqual({ method: "weighted", fixedMonthlyCostNanoUsd: 100_000_000_000, sharedAmong: 2 });
     const misconfigured = new CostsService({ ...env, FIXED_COST_ALLOCATION: "random" } as unknown as Env);
     await expect(misconfigured.profitability("acme", "2025-03")).rejects.toMatchObject({ code: "misconfigured" });
   });
 
-  it("admin or the customer itself; another customer's id is a 404; bad months are 400s", async () => {
-    const own = await api("GET", "/v1/customers/acme/profitability?month=2025-03", { key: keyA });
-    expect(own.status).toBe(200);
-    expect(own.body.marginNanoUsd).toBe(11_000_000_000 - 559_900 - 50_000_000_000);
-    expect(own.body.allocation).toBeUndefined(); // the operator's cost basis is not the customer's business
-    expect((await api("GET", "/v1/customers/bolt/profitability?month=2025-03", { key: keyA })).status).toBe(404);
+  it("admin only: a customer key gets 403 for its own and any other id; unknown ids are 404; bad months are 400s", async () => {
+    // Margin and allocated fixed cost are the operator's business, not the customer's.
+    for (const path of ["acme/profitability?month=2025-03", "bolt/profitability?month=2025-03", "acme/profitability?month=2025-13", "nobody/profitability"]) {
+      const res = await api("GET", `/v1/customers/${path}`, { key: keyA });
+      expect(res.status, path).toBe(403);
+      expect(res.body.error.code).toBe("forbidden");
+      expect(JSON.stringify(res.body)).not.toMatch(/margin|allocat/i);
+    }
     expect((await api("GET", "/v1/customers/nobody/profitability?month=2025-03")).status).toBe(404);
     const badMonth = await api("GET", "/v1/customers/acme/profitability?month=2025-13");
     expect(badMonth.status).toBe(400);

@@ -1,6 +1,7 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
+import { clearReadinessCache } from "../../src/api/routes/health";
 import { AuthService } from "../../src/services/auth-service";
 import { registerStepType, stepTypeNames } from "../../src/steps/registry";
 import { api, createRun, isFinished, newCustomer, waitForRun } from "../helpers";
@@ -20,11 +21,16 @@ describe("platform surface", () => {
     expect(docs.status).toBe(200);
   });
 
-  it("answers health without auth and readiness after checking its bindings", async () => {
+  it("answers health without auth, readiness as {status} to the public and with its checks to the admin key", async () => {
+    clearReadinessCache();
     expect((await api("GET", "/health", { key: null })).body).toEqual({ status: "ok" });
     const ready = await api("GET", "/health/ready", { key: null });
     expect(ready.status).toBe(200);
-    expect(ready.body.checks).toEqual({ d1: { ok: true }, durableObjects: { ok: true }, queues: { ok: true } });
+    expect(ready.body).toEqual({ status: "ok" });
+    const detailed = await api("GET", "/health/ready");
+    expect(detailed.status).toBe(200);
+    expect(detailed.body.checks).toEqual({ config: { ok: true }, d1: { ok: true }, durableObjects: { ok: true }, queues: { ok: true } });
+    expect(Date.parse(detailed.body.checkedAt)).toBeGreaterThan(0);
   });
 
   it("refuses to serve in production with the development admin key", () => {
@@ -32,6 +38,8 @@ describe("platform surface", () => {
     expect(new AuthService({ ...env, RUNPLANE_ENV: "production", ADMIN_API_KEY: "dev-admin-key" } as Env, db).misconfiguration()).toMatch(/development value/);
     expect(new AuthService({ ...env, RUNPLANE_ENV: "production", ADMIN_API_KEY: "" } as Env, db).misconfiguration()).toMatch(/not set/);
     expect(new AuthService({ ...env, RUNPLANE_ENV: "production", ADMIN_API_KEY: "a-real-secret" } as Env, db).misconfiguration()).toBeNull();
+    expect(new AuthService({ ...env, RATE_LIMIT_RPS: "lots" } as unknown as Env, db).misconfiguration()).toMatch(/RATE_LIMIT_RPS is "lots"/);
+    expect(new AuthService({ ...env, RATE_LIMIT_BURST: "0" } as unknown as Env, db).misconfiguration()).toMatch(/RATE_LIMIT_BURST/);
   });
 
   it("runs a custom step type registered by a platform team", async () => {

@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { App } from "../context";
-import { requireCustomerAccess } from "../auth";
+import { adminOnly } from "../auth";
 import { ClientName, ERRORS, bearer, json } from "../openapi";
 import { COST_BUCKETS, COST_GROUPS } from "../../services/costs-service";
 
@@ -69,8 +69,9 @@ const profitability = createRoute({
   method: "get",
   path: "/v1/customers/{id}/profitability",
   tags: ["costs"],
-  summary: "Revenue, direct cost, allocated fixed cost and margin of a customer for a month (admin, or the customer itself)",
+  summary: "Revenue, direct cost, allocated fixed cost and margin of a customer for a month (admin only: the operator's business)",
   security: bearer,
+  middleware: adminOnly,
   request: {
     params: z.object({ id: ClientName("id") }),
     query: z.object({ month: z.string().regex(/^\d{4}-(0[1-9]|1[0-2])$/, "month must be YYYY-MM").optional().openapi({ description: "Default: this month (UTC)", example: "2026-11" }) }),
@@ -95,8 +96,7 @@ const profitability = createRoute({
           allocatedFixedCostUsd: z.string(),
           allocation: z
             .object({ method: z.enum(["even", "weighted"]), fixedMonthlyCostNanoUsd: ExactInt, sharedAmong: z.number().int() })
-            .optional()
-            .openapi({ description: "Admin only: how the fixed cost was split" }),
+            .openapi({ description: "How the fixed cost was split" }),
           marginNanoUsd: ExactInt.openapi({ description: "revenue − direct cost − allocated fixed cost; may be negative" }),
           marginUsd: z.string(),
         })
@@ -105,16 +105,12 @@ const profitability = createRoute({
     ),
     400: ERRORS[400],
     401: ERRORS[401],
+    403: ERRORS[403],
     404: ERRORS[404],
   },
 });
 
 export function registerCosts(app: App) {
   app.openapi(report, async (c) => c.json(await c.get("services").costs.report(c.get("principal"), c.req.valid("query")), 200));
-  app.openapi(profitability, async (c) => {
-    const { id } = c.req.valid("param");
-    requireCustomerAccess(c, id);
-    const result = await c.get("services").costs.profitability(id, c.req.valid("query").month, { showAllocationBasis: c.get("principal").kind === "admin" });
-    return c.json(result, 200);
-  });
+  app.openapi(profitability, async (c) => c.json(await c.get("services").costs.profitability(c.req.valid("param").id, c.req.valid("query").month), 200));
 }

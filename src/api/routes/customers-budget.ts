@@ -12,7 +12,7 @@ const route = createRoute({
   security: bearer,
   middleware: adminOnly,
   request: { params: z.object({ id: ClientName("id") }), ...jsonBody(BudgetBody) },
-  responses: { 200: json(z.object({ customer: CustomerSchema }), "Updated"), 400: ERRORS[400], 401: ERRORS[401], 403: ERRORS[403], 404: ERRORS[404] },
+  responses: { 200: json(z.object({ customer: CustomerSchema }), "Updated"), 400: ERRORS[400], 401: ERRORS[401], 403: ERRORS[403], 404: ERRORS[404], 503: ERRORS[503] },
 });
 
 export function registerSetBudget(app: App) {

@@ -3,12 +3,24 @@ import type { App } from "../context";
 import { ClientName, ERRORS, bearer, json, jsonBody } from "../openapi";
 import { adminOnly } from "../auth";
 import { BudgetBody, CustomerSchema, UsdAmount } from "../schemas";
+import { MaxRunsInFlightSchema, RateLimitSchema } from "../../domain/plan";
 
 const CreateCustomerBody = z
   .object({
     id: ClientName("id").optional().openapi({ description: "Chosen id; a server-made one when absent", example: "acme" }),
     name: z.string().min(1).max(200).openapi({ example: "Acme Corp" }),
-    plan: z.object({ monthlyFeeUsd: UsdAmount.optional(), pricePerRunUsd: UsdAmount.optional() }).strict().optional(),
+    plan: z
+      .object({
+        monthlyFeeUsd: UsdAmount.optional(),
+        pricePerRunUsd: UsdAmount.optional(),
+        rateLimit: RateLimitSchema.optional().openapi({
+          description: "The customer's API request rate limit (token bucket); default RATE_LIMIT_RPS / RATE_LIMIT_BURST (100/s, burst 200)",
+          example: { requestsPerSecond: 100, burst: 200 },
+        }),
+        maxRunsInFlight: MaxRunsInFlightSchema.optional().openapi({ description: "Runs the customer may have unfinished at once (default 1000)", example: 1000 }),
+      })
+      .strict()
+      .optional(),
     budget: BudgetBody.optional(),
   })
   .strict();

@@ -4,6 +4,9 @@ import { ERRORS, bearer, json } from "../openapi";
 import { RunEnvelope } from "../schemas";
 import { RunIdParams } from "./runs-get";
 
+export const DEFAULT_EVENTS_PAGE = 500;
+export const MAX_EVENTS_PAGE = 1000;
+
 const cancel = createRoute({
   method: "post",
   path: "/v1/runs/{id}/cancel",
@@ -28,18 +31,32 @@ const events = createRoute({
   method: "get",
   path: "/v1/runs/{id}/events",
   tags: ["runs"],
-  summary: "The run's state-transition log (its timeline)",
+  summary: "The run's state-transition log (its timeline), a page at a time",
   security: bearer,
-  request: { params: RunIdParams },
+  request: {
+    params: RunIdParams,
+    query: z.object({
+      after: z.coerce
+        .number()
+        .int()
+        .min(0)
+        .max(Number.MAX_SAFE_INTEGER)
+        .default(0)
+        .openapi({ description: "Events with a sequence number above this (nextCursor of the previous page); default 0: from the start" }),
+      limit: z.coerce.number().int().min(1).max(MAX_EVENTS_PAGE).default(DEFAULT_EVENTS_PAGE).openapi({ description: `Page size (default ${DEFAULT_EVENTS_PAGE}, max ${MAX_EVENTS_PAGE})` }),
+    }),
+  },
   responses: {
     200: json(
       z.object({
         events: z.array(
           z.object({ seq: z.number(), at: z.string(), type: z.string(), step: z.string().nullable(), attempt: z.number().nullable(), data: z.record(z.string(), z.unknown()).nullable() }),
         ),
+        nextCursor: z.number().int().nullable().openapi({ description: "Pass as `after` for the next page; null: this is the last page" }),
       }),
       "Events, oldest first",
     ),
+    400: ERRORS[400],
     401: ERRORS[401],
     404: ERRORS[404],
   },
@@ -73,5 +90,5 @@ export function registerRunCommands(app: App) {
   app.openapi(cost, async (c) => c.json(await c.get("services").runs.cost(c.get("principal"), c.req.valid("param").id), 200));
   app.openapi(cancel, async (c) => c.json({ run: await c.get("services").runs.cancel(c.get("principal"), c.req.valid("param").id) }, 200));
   app.openapi(resume, async (c) => c.json({ run: await c.get("services").runs.resume(c.get("principal"), c.req.valid("param").id) }, 202));
-  app.openapi(events, async (c) => c.json({ events: await c.get("services").runs.events(c.get("principal"), c.req.valid("param").id) }, 200));
+  app.openapi(events, async (c) => c.json(await c.get("services").runs.events(c.get("principal"), c.req.valid("param").id, c.req.valid("query")), 200));
 }

@@ -37,6 +37,7 @@ const route = createRoute({
     409: ERRORS[409],
     413: ERRORS[413],
     422: ERRORS[422],
+    429: ERRORS[429],
   },
 });
 
