@@ -14,7 +14,6 @@
 import { DurableObject } from "cloudflare:workers";
 import type { z } from "zod";
 import { getPool } from "../../src/config/pools";
-import type { DeadLetterMessage, EventMessage, JobMessage } from "../../src/data-plane/messages";
 import { resolveReferences, type JsonValue } from "../../src/domain/input-references";
 import { customerScope, withSecretPlaceholders } from "../../src/domain/secrets";
 import type { PriceBook } from "../../src/domain/pricing";
@@ -39,7 +38,6 @@ import {
   type Outcome,
   type RunDefinition,
   type RunState,
-  type StepState,
 } from "../../src/domain/run-machine";
 import { isTerminalRun } from "../../src/domain/run-status";
 import { MAX_STEP_TIMEOUT_MS } from "../../src/domain/step-spec";
@@ -50,7 +48,6 @@ import { countUsage, usageTotals } from "../../src/lib/usage";
 import { priceBookCovering } from "../../src/services/pricing-service";
 import { getStepType } from "../../src/steps/registry";
 import { ledgerStub, type RecordReply } from "../ledger/rpc";
-import { truncateText } from "../../src/lib/text";
 import { insertRows, sqlHelper } from "../sql";
 import { CostJournal } from "./cost-journal";
 import {
@@ -58,7 +55,6 @@ import {
   attemptQuantities,
   overheadQuantities,
   D1_ROWS_PER_ROLLUP_ROW,
-  INDEX_ROWS_PER_ATTEMPT,
   INDEX_ROWS_PER_RUN,
   LEDGER_ROWS_PER_DELIVERY,
   QUEUE_OPERATIONS_PER_MESSAGE,
@@ -73,7 +69,6 @@ import {
   type CommandReply,
   type DeadLetterReply,
   type RunCoordinatorApi,
-  type JsonObject,
   type CreateRunResult,
   type ReportResult,
   type RunEvent,
@@ -83,7 +78,10 @@ import {
   creationHoldId,
   runHoldId,
 } from "./rpc";
+import { deadLetterMessage, indexMessage, indexRowsFor, jobMessage } from "./outbound";
+import { STEP_UPSERT, STEP_UPSERT_CONFLICT, headerOf, stepFromRow, stepRow } from "./run-store";
 import { createSchema, migrateSchema } from "./schema";
+import { snapshotOf } from "./views";
 
 const OUTBOX_RETRY_MS = 5_000;
 const DEFAULT_LEASE_MS = 30_000;
@@ -95,9 +93,6 @@ const DEFAULT_RETENTION_DAYS = 30;
 const DEFAULT_RECONCILE_AFTER_MS = 60_000;
 /** A failed run's dead letter should be recorded within this long; else the reconciler resends it. */
 const DEAD_LETTER_DUE_MS = 5 * 60_000;
-/** Dead letters carry the latest attempts, index messages their latest attempts with short messages: both stay far below 128 KB. */
-const DEAD_LETTER_ATTEMPTS = 10;
-const INDEXED_FAILURE_CHARS = 500;
 /** A run carried on inline for long delivers its costs this often, not only when it pauses. */
 const COST_FLUSH_MS = 10_000;
 /** Backoff for a cost delivery the ledger did not acknowledge. */
@@ -163,8 +158,8 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     const book = await this.priceBook([]);
     const existing = await this.load();
     if (existing) {
-      if (existing.def.requestHash !== def.requestHash) return { ok: false, reason: "idempotency_key_reused", run: this.snapshot(existing) };
-      return { ok: true, created: false, run: this.snapshot(existing), dueAt: this.dueAt(existing) };
+      if (existing.def.requestHash !== def.requestHash) return { ok: false, reason: "idempotency_key_reused", run: this.view(existing) };
+      return { ok: true, created: false, run: this.view(existing), dueAt: this.dueAt(existing) };
     }
     createSchema(this.ctx.storage);
     this.journal.load();
@@ -177,13 +172,13 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     await this.commit(state, outcome, { request: true, creation: true, book });
     // Under a hard budget the creation's hold is settled at once, so it does not stand in the way of the run's first step.
     if (def.budgetLimited) await this.deliverCosts(state);
-    return { ok: true, created: true, run: this.snapshot(state), dueAt: this.dueAt(state) };
+    return { ok: true, created: true, run: this.view(state), dueAt: this.dueAt(state) };
   }
 
   async get(): Promise<RunSnapshot | null> {
     countUsage("do_requests");
     const state = await this.load();
-    return state ? this.snapshot(state) : null;
+    return state ? this.view(state) : null;
   }
 
   async events(afterSeq = 0, limit = 500): Promise<RunEvent[]> {
@@ -216,7 +211,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     await this.commit(state, result.outcome, { request: true, billTo: String(leaseId) });
     // A step that needs heartbeats is a long one: now the index should say the run is running.
     if (this.indexedStatus !== state.status) {
-      this.journal.addOverhead({ queueOperations: QUEUE_OPERATIONS_PER_MESSAGE, d1RowsWritten: this.indexRows(state) });
+      this.journal.addOverhead({ queueOperations: QUEUE_OPERATIONS_PER_MESSAGE, d1RowsWritten: indexRowsFor(state, this.indexedAttempts) });
       await this.sendIndexUpdate(state);
     }
     return { ok: true };
@@ -284,11 +279,11 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     if (!state) return { ok: false, reason: "unknown_run", run: null };
     const book = await this.priceBook([]);
     const result = cancelRun(state, String(reason).slice(0, 500), this.clock());
-    if (!result.ok) return { ok: false, reason: result.reason, run: this.snapshot(state) };
+    if (!result.ok) return { ok: false, reason: result.reason, run: this.view(state) };
     await this.commit(state, result.outcome, { request: true, book });
     // A running attempt was closed: its cost is billed and its hold let go now.
     await this.deliverCosts(state);
-    return { ok: true, run: this.snapshot(state) };
+    return { ok: true, run: this.view(state) };
   }
 
   async resume(): Promise<CommandReply> {
@@ -296,9 +291,9 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     const state = await this.load();
     if (!state) return { ok: false, reason: "unknown_run", run: null };
     const result = resumeRun(state, this.clock());
-    if (!result.ok) return { ok: false, reason: result.reason, run: this.snapshot(state) };
+    if (!result.ok) return { ok: false, reason: result.reason, run: this.view(state) };
     await this.commit(state, result.outcome, { request: true });
-    return { ok: true, run: this.snapshot(state) };
+    return { ok: true, run: this.view(state) };
   }
 
   override async alarm(): Promise<void> {
@@ -347,7 +342,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     if (!result.ok) return { ok: false, reason: result.reason };
     await this.commit(state, result.outcome, { request: true, book });
     await this.deliverCosts(state);
-    return { ok: true, deadLetter: this.deadLetter(state, msg, Date.now()) };
+    return { ok: true, deadLetter: deadLetterMessage(state, msg, Date.now()) };
   }
 
   /**
@@ -583,7 +578,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
       this.journal.addOverhead({
         doRequests: options.request && !billTo ? 1 : 0,
         queueOperations: messages * QUEUE_OPERATIONS_PER_MESSAGE,
-        d1RowsWritten: indexing ? this.indexRows(state) : 0,
+        d1RowsWritten: indexing ? indexRowsFor(state, this.indexedAttempts) : 0,
       });
     }
     try {
@@ -595,7 +590,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
         }
         // Dead letters go out through an outbox written with the failure: a crash between this
         // commit and the send cannot lose one (the alarm or the reconciler sends it later).
-        insertRows(this.ctx.storage, "INSERT INTO outbox (queue, body)", outcome.deadLetters.map((d) => ["dead_letter", JSON.stringify(this.deadLetter(state, d, now))]));
+        insertRows(this.ctx.storage, "INSERT INTO outbox (queue, body)", outcome.deadLetters.map((d) => ["dead_letter", JSON.stringify(deadLetterMessage(state, d, now))]));
         let seq = this.lastSeq;
         insertRows(
           this.ctx.storage,
@@ -760,9 +755,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     if (outcome.dispatches.length === 0) return;
     const pool = getPool(state.def.pool);
     if (!pool) throw new Error(`run ${state.def.id} names unknown pool ${state.def.pool}`);
-    const messages = outcome.dispatches.map((d) => ({
-      body: { v: 1, runId: state.def.id, stepIndex: d.stepIndex, dispatch: d.dispatch, pool: pool.name } satisfies JobMessage,
-    }));
+    const messages = outcome.dispatches.map((d) => ({ body: jobMessage(state, d, pool.name) }));
     // A failed send leaves the step queued with a dispatch deadline: the alarm sends it again.
     try {
       await pool.jobs(this.env as Env).sendBatch(messages);
@@ -785,26 +778,6 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     return state.steps.some((s) => s.status === "queued" && s.notBefore !== null);
   }
 
-  private deadLetter(state: RunState, d: { stepIndex: number; dispatch: number }, now: number): DeadLetterMessage {
-    const step = state.steps[d.stepIndex]!;
-    return {
-      v: 1,
-      kind: "step_failed",
-      runId: state.def.id,
-      customerId: state.def.customerId,
-      runType: state.def.runType,
-      pool: state.def.pool,
-      stepIndex: d.stepIndex,
-      dispatch: d.dispatch,
-      step: state.def.steps[d.stepIndex]!.name,
-      failure: step.error ?? { type: "worker_error", message: "unknown failure" },
-      attempts: step.attempts,
-      history: step.history.slice(-DEAD_LETTER_ATTEMPTS).map((h) => ({ attempt: h.attempt, startedAt: h.startedAt, finishedAt: h.finishedAt, outcome: h.outcome, ...(h.failure ? { failure: h.failure } : {}) })),
-      ...(step.history.length > DEAD_LETTER_ATTEMPTS ? { attemptsOmitted: step.history.length - DEAD_LETTER_ATTEMPTS } : {}),
-      deadAt: now,
-    };
-  }
-
   /**
    * A failed run whose dead letter never reached the DLQ (lost in flight) sends it again; the
    * dead-letter consumer's entry id makes a second copy harmless.
@@ -815,7 +788,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     if (!step) return;
     // One waiting copy is enough: a repeated check must not pile up copies.
     if (this.sql`SELECT 1 FROM outbox LIMIT 1`.length > 0) return;
-    insertRows(this.ctx.storage, "INSERT INTO outbox (queue, body)", [["dead_letter", JSON.stringify(this.deadLetter(state, { stepIndex: step.index, dispatch: step.dispatch }, Date.now()))]]);
+    insertRows(this.ctx.storage, "INSERT INTO outbox (queue, body)", [["dead_letter", JSON.stringify(deadLetterMessage(state, { stepIndex: step.index, dispatch: step.dispatch }, Date.now()))]]);
   }
 
   /** Sends what the outbox holds; what cannot be sent now is tried again in a few seconds. */
@@ -836,55 +809,15 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     }
   }
 
-  /** D1 rows the next index message will write: the run's row, and the attempts new or changed since the last one (all, after a wake). */
-  private indexRows(state: RunState): number {
-    let changed = 0;
-    for (const s of state.steps) for (const h of s.history) if (this.indexedAttempts.get(`${s.index}.${h.attempt}`) !== h.outcome) changed += 1;
-    return INDEX_ROWS_PER_RUN + INDEX_ROWS_PER_ATTEMPT * Math.min(MAX_INDEXED_ATTEMPTS, changed);
-  }
-
   private async sendIndexUpdate(state: RunState) {
     this.indexedStatus = state.status;
     for (const s of state.steps) for (const h of s.history) this.indexedAttempts.set(`${s.index}.${h.attempt}`, h.outcome);
-    const def = state.def;
-    const message: EventMessage = {
-      kind: "run.index",
-      run: {
-        id: def.id,
-        customerId: def.customerId,
-        projectId: def.projectId,
-        runType: def.runType,
-        pool: def.pool,
-        priority: def.priority,
-        status: state.status,
-        createdAt: def.createdAt,
-        startedAt: state.startedAt,
-        finishedAt: state.finishedAt,
-        failureType: state.failure?.type ?? null,
-        failedStep: state.failure?.step ?? null,
-        idempotencyKey: def.idempotencyKey,
-        version: this.lastSeq,
-        dueAt: this.dueAt(state),
-      },
-      attempts: state.steps.flatMap((s) =>
-        s.history.map((h) => ({
-          stepIndex: s.index,
-          step: def.steps[s.index]!.name,
-          stepType: def.steps[s.index]!.type,
-          attempt: h.attempt,
-          status: h.outcome,
-          failureType: h.failure?.type ?? null,
-          failureMessage: h.failure ? truncateText(h.failure.message, INDEXED_FAILURE_CHARS) : null,
-          startedAt: h.startedAt,
-          finishedAt: h.finishedAt,
-        })),
-      ).slice(-MAX_INDEXED_ATTEMPTS),
-    };
+    const message = indexMessage(state, this.lastSeq, this.dueAt(state));
     try {
       await (this.env as Env).EVENTS.send(message);
       countUsage("queue_operations");
     } catch (err) {
-      log("index.send_failed", { runId: def.id, error: errorMessage(err) }, "error");
+      log("index.send_failed", { runId: state.def.id, error: errorMessage(err) }, "error");
     }
   }
 
@@ -936,84 +869,12 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     return Promise.resolve();
   }
 
-  private snapshot(state: RunState): RunSnapshot {
-    const def = state.def;
-    return {
-      id: def.id,
-      customerId: def.customerId,
-      projectId: def.projectId,
-      runType: def.runType,
-      pool: def.pool,
-      priority: def.priority,
-      status: state.status,
-      input: def.input as JsonValue,
-      metadata: def.metadata as JsonObject,
-      createdAt: def.createdAt,
-      startedAt: state.startedAt,
-      finishedAt: state.finishedAt,
-      failure: state.failure,
-      steps: state.steps.map((s) => ({
-        name: def.steps[s.index]!.name,
-        type: def.steps[s.index]!.type,
-        status: s.status,
-        attempts: s.attempts,
-        output: s.output as JsonValue,
-        error: s.error,
-        startedAt: s.startedAt,
-        finishedAt: s.finishedAt,
-      })),
-      cost: this.journal.view(),
-    };
+  private view(state: RunState): RunSnapshot {
+    return snapshotOf(state, this.journal.view());
   }
 }
-
-/** The index message carries at most this many attempts (the latest). */
-const MAX_INDEXED_ATTEMPTS = 200;
 
 /** Transitions every attempt passes through are debug; outcomes and run transitions are info. */
 const DEBUG_EVENTS = new Set(["step.started", "step.queued"]);
 const levelOf = (type: string) => (DEBUG_EVENTS.has(type) ? "debug" : "info");
 
-/** The run row's mutable fields, as one comparable string. */
-function headerOf(state: RunState): string {
-  return JSON.stringify([state.status, state.startedAt, state.finishedAt, state.failure]);
-}
-
-const STEP_COLUMNS = [
-  "idx", "status", "attempts", "attempt_base", "dispatch", "lease_id", "deadline", "not_before", "wake_at",
-  "output", "error", "started_at", "finished_at", "history", "meter", "resends", "platform_failures",
-] as const;
-const STEP_UPSERT = `INSERT INTO steps (${STEP_COLUMNS.join(", ")})`;
-// An update, not a replace: one row written per step, as the meters count it.
-const STEP_UPSERT_CONFLICT = `ON CONFLICT (idx) DO UPDATE SET ${STEP_COLUMNS.slice(1).map((c) => `${c} = excluded.${c}`).join(", ")}`;
-
-function stepRow(s: StepState, meters: ReadonlyMap<string, AttemptMeter>): SqlStorageValue[] {
-  const meter = s.leaseId ? meters.get(s.leaseId) : undefined;
-  return [
-    s.index, s.status, s.attempts, s.attemptBase, s.dispatch, s.leaseId, s.deadline, s.notBefore, s.wakeAt,
-    s.output === null ? null : JSON.stringify(s.output), s.error ? JSON.stringify(s.error) : null,
-    s.startedAt, s.finishedAt, JSON.stringify(s.history), meter ? JSON.stringify(meter) : null, s.resends, s.platformFailures,
-  ];
-}
-
-function stepFromRow(row: Record<string, SqlStorageValue>): StepState {
-  const num = (v: SqlStorageValue | undefined) => (v === null || v === undefined ? null : Number(v));
-  return {
-    index: Number(row.idx),
-    status: row.status as StepState["status"],
-    attempts: Number(row.attempts),
-    attemptBase: Number(row.attempt_base),
-    dispatch: Number(row.dispatch),
-    resends: Number(row.resends ?? 0),
-    platformFailures: Number(row.platform_failures ?? 0),
-    leaseId: typeof row.lease_id === "string" ? row.lease_id : null,
-    deadline: num(row.deadline),
-    notBefore: num(row.not_before),
-    wakeAt: num(row.wake_at),
-    output: row.output === null ? null : JSON.parse(String(row.output)),
-    error: row.error === null ? null : JSON.parse(String(row.error)),
-    startedAt: num(row.started_at),
-    finishedAt: num(row.finished_at),
-    history: JSON.parse(String(row.history)),
-  };
-}

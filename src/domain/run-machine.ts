@@ -15,6 +15,7 @@ import {
   type RunStatus,
   type StepStatus,
 } from "./run-status";
+import { getStepType } from "../steps/registry";
 
 export interface StepDefinition {
   name: string;
@@ -280,8 +281,9 @@ function advance(state: RunState, clock: Clock, out: Outcome, inline: boolean) {
   }
   if (step.status !== "pending") return;
   const def = state.def.steps[step.index]!;
-  if (def.type === "sleep") {
-    const durationMs = Number(def.config.durationMs ?? 0);
+  const durable = getStepType(def.type)?.durable;
+  if (durable) {
+    const durationMs = Math.max(0, Number(durable.wakeAfterMs(def.config)) || 0);
     step.status = "waiting";
     step.startedAt = clock.now;
     step.wakeAt = clock.now + durationMs;

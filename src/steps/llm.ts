@@ -215,5 +215,9 @@ export const llmStep: StepType<LlmConfig> = {
     "Calls an OpenAI-compatible chat completions endpoint and records its token usage. 5xx, 429 and network errors are transient (Retry-After honoured); other 4xx are permanent.",
   configSchema: LlmConfig,
   execute: (config, ctx) => executeLlm(config, ctx),
+  billedModels: (config) => {
+    const model = (config as { model?: unknown } | null)?.model;
+    return typeof model === "string" ? [{ model, path: "model" }] : [];
+  },
   worstCaseTokens: (config) => [{ model: config.model, promptTokens: promptTokenBound(config.messages), outputTokens: maxTokensOf(config) }],
 };

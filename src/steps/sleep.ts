@@ -10,7 +10,7 @@ export const sleepStep: StepType<z.infer<typeof SleepConfig>> = {
   type: "sleep",
   description: "Waits durationMs on the run object's alarm; the run shows `waiting` meanwhile.",
   configSchema: SleepConfig,
-  durable: true,
+  durable: { wakeAfterMs: (config) => config.durationMs },
   async execute() {
     throw new Error("sleep steps are carried out by the run object, never by a worker");
   },

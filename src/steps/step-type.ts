@@ -36,8 +36,18 @@ export interface StepType<Config = unknown> {
   type: string;
   description: string;
   configSchema: z.ZodType<Config>;
-  durable?: boolean;
+  /**
+   * Present for a type the run object carries out itself on its alarm, holding no worker: the
+   * step waits `wakeAfterMs` from when it is reached, then succeeds.
+   */
+  durable?: { wakeAfterMs(config: Config): number };
   execute(config: Config, ctx: StepContext): Promise<StepResult>;
+  /**
+   * The models a step of this type is billed for, each with the path in its config that names
+   * it (checked at run creation: a model without a price is refused before anything runs). The
+   * config is the one the run was created with, not yet validated: read it defensively.
+   */
+  billedModels?(config: unknown): { model: string; path: string }[];
   /**
    * The most tokens one attempt can be billed for, from its resolved config: what a hard budget
    * holds before the attempt runs (with the attempt's infrastructure). Types that call no model

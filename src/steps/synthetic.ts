@@ -37,6 +37,10 @@ export const syntheticStep: StepType<z.infer<typeof SyntheticConfig>> = {
       usage: config.usage ? [config.usage] : undefined,
     };
   },
+  billedModels: (config) => {
+    const model = (config as { usage?: { model?: unknown } } | null)?.usage?.model;
+    return typeof model === "string" ? [{ model, path: "usage.model" }] : [];
+  },
   // It reports exactly its configured usage: that is its worst case.
   worstCaseTokens: (config) =>
     config.usage

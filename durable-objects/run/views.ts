@@ -1,0 +1,34 @@
+/** The run as its callers see it (GET /v1/runs/:id and every command's reply). */
+import type { JsonValue } from "../../src/domain/input-references";
+import type { RunState } from "../../src/domain/run-machine";
+import type { JsonObject, RunSnapshot } from "./rpc";
+
+export function snapshotOf(state: RunState, cost: RunSnapshot["cost"]): RunSnapshot {
+  const def = state.def;
+  return {
+    id: def.id,
+    customerId: def.customerId,
+    projectId: def.projectId,
+    runType: def.runType,
+    pool: def.pool,
+    priority: def.priority,
+    status: state.status,
+    input: def.input as JsonValue,
+    metadata: def.metadata as JsonObject,
+    createdAt: def.createdAt,
+    startedAt: state.startedAt,
+    finishedAt: state.finishedAt,
+    failure: state.failure,
+    steps: state.steps.map((s) => ({
+      name: def.steps[s.index]!.name,
+      type: def.steps[s.index]!.type,
+      status: s.status,
+      attempts: s.attempts,
+      output: s.output as JsonValue,
+      error: s.error,
+      startedAt: s.startedAt,
+      finishedAt: s.finishedAt,
+    })),
+    cost,
+  };
+}
