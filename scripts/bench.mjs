@@ -95,18 +95,24 @@ async function startRuntime(opts) {
   return { base, child, stop, persist };
 }
 
+/** The processes under `pid` (itself included), from ps: pid, parent pid, resident KiB, command. */
+function processTree(pid) {
+  const rows = execFileSync("ps", ["-eo", "pid=,ppid=,rss=,comm="], { encoding: "utf8" })
+    .trim().split("\n").map((l) => l.trim().split(/\s+/)).map(([p, pp, rss, comm]) => ({ pid: +p, ppid: +pp, rss: +rss, comm }));
+  const tree = new Set([pid]);
+  for (let changed = true; changed;) {
+    changed = false;
+    for (const r of rows) if (tree.has(r.ppid) && !tree.has(r.pid)) { tree.add(r.pid); changed = true; }
+  }
+  return rows.filter((r) => tree.has(r.pid));
+}
+
 /** CPU seconds used so far by each process under `pid` (itself included), by command and pid. */
 function treeCpuSeconds(pid) {
   const out = {};
   if (!pid) return out;
   try {
-    const rows = execFileSync("ps", ["-eo", "pid=,ppid=,comm="], { encoding: "utf8" }).trim().split("\n").map((l) => l.trim().split(/\s+/)).map(([p, pp, comm]) => ({ pid: +p, ppid: +pp, comm }));
-    const tree = new Set([pid]);
-    for (let changed = true; changed;) {
-      changed = false;
-      for (const r of rows) if (tree.has(r.ppid) && !tree.has(r.pid)) { tree.add(r.pid); changed = true; }
-    }
-    for (const r of rows.filter((r) => tree.has(r.pid))) {
+    for (const r of processTree(pid)) {
       const fields = readFileSync(`/proc/${r.pid}/stat`, "utf8").split(") ")[1].split(" ");
       out[`${r.comm}#${r.pid}`] = (Number(fields[11]) + Number(fields[12])) / 100;
     }
@@ -118,14 +124,7 @@ function treeCpuSeconds(pid) {
 function runtimeRssKiB(pid) {
   if (!pid) return 0;
   try {
-    const rows = execFileSync("ps", ["-eo", "pid=,ppid=,rss=,comm="], { encoding: "utf8" })
-      .trim().split("\n").map((l) => l.trim().split(/\s+/)).map(([p, pp, rss, comm]) => ({ pid: +p, ppid: +pp, rss: +rss, comm }));
-    const tree = new Set([pid]);
-    for (let changed = true; changed;) {
-      changed = false;
-      for (const r of rows) if (tree.has(r.ppid) && !tree.has(r.pid)) { tree.add(r.pid); changed = true; }
-    }
-    return rows.filter((r) => tree.has(r.pid) && r.comm.includes("workerd")).reduce((sum, r) => sum + r.rss, 0);
+    return processTree(pid).filter((r) => r.comm.includes("workerd")).reduce((sum, r) => sum + r.rss, 0);
   } catch {
     return 0;
   }
