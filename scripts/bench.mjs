@@ -11,12 +11,14 @@
  *   npm run bench -- --log-level warn           # LOG_LEVEL for the run (default: wrangler.bench.toml's)
  *   npm run bench -- --idle-after 120           # then idle 120 s and report memory
  */
-import { spawn, execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, rmSync, writeFileSync, readFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, rmSync, writeFileSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { request } from "./lib/api.mjs";
+import { ROOT as root } from "./lib/root.mjs";
+import { applyLocalMigrations, ramDisk, signalGroup, spawnDev, waitForHealth } from "./lib/runtime.mjs";
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const ADMIN = "bench-admin-key";
 
 function parseArgs(argv) {
@@ -74,37 +76,35 @@ const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s.lengt
 async function startRuntime(opts) {
   // Local state on tmpfs when the machine has one: the benchmark measures the platform, not
   // this machine's disk flushes (every variant's storage lives there alike).
-  const persist = opts.persistTo ?? (existsSync("/dev/shm") ? `/dev/shm/runplane-bench-${process.pid}` : path.join(root, ".wrangler", "bench-state"));
+  const persist = opts.persistTo ?? (ramDisk() ? `${ramDisk()}/runplane-bench-${process.pid}` : path.join(root, ".wrangler", "bench-state"));
   rmSync(persist, { recursive: true, force: true });
-  const env = { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true" };
   const config = path.join(root, "bench", "wrangler.bench.toml");
-  execFileSync("wrangler", ["d1", "migrations", "apply", "DB", "--local", "--config", config, "--persist-to", persist], { env, cwd: root, stdio: ["ignore", "ignore", "inherit"] });
+  applyLocalMigrations({ persist, config });
   mkdirSync(path.join(root, "bench-results"), { recursive: true });
   const logFile = path.join(root, "bench-results", "wrangler-dev.log");
-  const child = spawn(
-    "wrangler",
-    ["dev", "--local", "--config", config, "--port", String(opts.port), "--persist-to", persist, "--var", `ADMIN_API_KEY:${ADMIN}`, ...(opts.logLevel ? ["--var", `LOG_LEVEL:${opts.logLevel}`] : []), "--log-level", "warn"],
-    { env, cwd: root, stdio: ["ignore", "pipe", "pipe"], detached: true },
-  );
-  const { createWriteStream } = await import("node:fs");
-  const log = createWriteStream(logFile);
-  child.stdout.pipe(log);
-  child.stderr.pipe(log);
+  const vars = { ADMIN_API_KEY: ADMIN, ...(opts.logLevel ? { LOG_LEVEL: opts.logLevel } : {}) };
+  const child = spawnDev({ port: opts.port, persist, config, vars, logFile });
   const base = `http://127.0.0.1:${opts.port}`;
-  for (let i = 0; i < 240; i++) {
-    if (child.exitCode !== null) throw new Error(`wrangler dev exited (${child.exitCode}); see ${logFile}`);
-    try {
-      if ((await fetch(`${base}/health`)).ok) {
-        const stop = () => {
-          try { process.kill(-child.pid, "SIGTERM"); } catch {}
-          rmSync(persist, { recursive: true, force: true });
-        };
-        return { base, child, stop, persist };
-      }
-    } catch {}
-    await sleep(250);
+  const health = await waitForHealth(base, child);
+  if (health.exited) throw new Error(`wrangler dev exited (${child.exitCode}); see ${logFile}`);
+  if (!health.up) throw new Error(`runtime did not answer /health within 60 s; see ${logFile}`);
+  const stop = () => {
+    signalGroup(child);
+    rmSync(persist, { recursive: true, force: true });
+  };
+  return { base, child, stop, persist };
+}
+
+/** The processes under `pid` (itself included), from ps: pid, parent pid, resident KiB, command. */
+function processTree(pid) {
+  const rows = execFileSync("ps", ["-eo", "pid=,ppid=,rss=,comm="], { encoding: "utf8" })
+    .trim().split("\n").map((l) => l.trim().split(/\s+/)).map(([p, pp, rss, comm]) => ({ pid: +p, ppid: +pp, rss: +rss, comm }));
+  const tree = new Set([pid]);
+  for (let changed = true; changed;) {
+    changed = false;
+    for (const r of rows) if (tree.has(r.ppid) && !tree.has(r.pid)) { tree.add(r.pid); changed = true; }
   }
-  throw new Error(`runtime did not answer /health within 60 s; see ${logFile}`);
+  return rows.filter((r) => tree.has(r.pid));
 }
 
 /** CPU seconds used so far by each process under `pid` (itself included), by command and pid. */
@@ -112,13 +112,7 @@ function treeCpuSeconds(pid) {
   const out = {};
   if (!pid) return out;
   try {
-    const rows = execFileSync("ps", ["-eo", "pid=,ppid=,comm="], { encoding: "utf8" }).trim().split("\n").map((l) => l.trim().split(/\s+/)).map(([p, pp, comm]) => ({ pid: +p, ppid: +pp, comm }));
-    const tree = new Set([pid]);
-    for (let changed = true; changed;) {
-      changed = false;
-      for (const r of rows) if (tree.has(r.ppid) && !tree.has(r.pid)) { tree.add(r.pid); changed = true; }
-    }
-    for (const r of rows.filter((r) => tree.has(r.pid))) {
+    for (const r of processTree(pid)) {
       const fields = readFileSync(`/proc/${r.pid}/stat`, "utf8").split(") ")[1].split(" ");
       out[`${r.comm}#${r.pid}`] = (Number(fields[11]) + Number(fields[12])) / 100;
     }
@@ -130,14 +124,7 @@ function treeCpuSeconds(pid) {
 function runtimeRssKiB(pid) {
   if (!pid) return 0;
   try {
-    const rows = execFileSync("ps", ["-eo", "pid=,ppid=,rss=,comm="], { encoding: "utf8" })
-      .trim().split("\n").map((l) => l.trim().split(/\s+/)).map(([p, pp, rss, comm]) => ({ pid: +p, ppid: +pp, rss: +rss, comm }));
-    const tree = new Set([pid]);
-    for (let changed = true; changed;) {
-      changed = false;
-      for (const r of rows) if (tree.has(r.ppid) && !tree.has(r.pid)) { tree.add(r.pid); changed = true; }
-    }
-    return rows.filter((r) => tree.has(r.pid) && r.comm.includes("workerd")).reduce((sum, r) => sum + r.rss, 0);
+    return processTree(pid).filter((r) => r.comm.includes("workerd")).reduce((sum, r) => sum + r.rss, 0);
   } catch {
     return 0;
   }
@@ -145,15 +132,11 @@ function runtimeRssKiB(pid) {
 
 // ---- workload ----------------------------------------------------------------------------
 
+/** The API as the bench's admin (by default): the parsed answer, or an error for any non-2xx. */
 async function call(base, method, route, body, key = ADMIN) {
-  const res = await fetch(`${base}${route}`, {
-    method,
-    headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  if (!res.ok) throw new Error(`${method} ${route} → ${res.status} ${text.slice(0, 300)}`);
-  return text ? JSON.parse(text) : null;
+  const res = await request(base, method, route, { body, key });
+  if (!res.ok) throw new Error(`${method} ${route} → ${res.status} ${res.text.slice(0, 300)}`);
+  return res.text ? JSON.parse(res.text) : null;
 }
 
 async function benchCustomerKey(base) {

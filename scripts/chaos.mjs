@@ -20,13 +20,13 @@
  *
  *   npm run chaos -- --runs 240 --steps 3 --timeout 900 --seed 42
  */
-import { execFileSync, spawn } from "node:child_process";
-import { createWriteStream, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { request } from "./lib/api.mjs";
+import { ROOT as root } from "./lib/root.mjs";
+import { applyLocalMigrations, ramDisk, signalGroup, spawnDev, waitForHealth } from "./lib/runtime.mjs";
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const ADMIN = "chaos-admin-key";
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 const MODEL = "gpt-4o-mini";
@@ -83,53 +83,32 @@ class Runtime {
   }
 
   async start() {
-    const env = { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true" };
-    if (this.starts === 0) {
-      execFileSync("wrangler", ["d1", "migrations", "apply", "DB", "--local", "--persist-to", this.persist], { cwd: root, env, stdio: ["ignore", "ignore", "inherit"] });
-    }
+    if (this.starts === 0) applyLocalMigrations({ persist: this.persist });
     // The platform's own timers stay at their defaults (wrangler.toml): only what a local run
     // needs differs — the admin key, development mode, no webhook, quieter logs.
     const vars = { ADMIN_API_KEY: ADMIN, RUNPLANE_ENV: "development", LOG_LEVEL: "warn", ALERT_WEBHOOK_URL: "" };
-    const args = ["dev", "--local", "--port", String(this.opts.port), "--persist-to", this.persist, "--log-level", "warn"];
-    for (const [k, v] of Object.entries(vars)) args.push("--var", `${k}:${v}`);
-    this.child = spawn("wrangler", args, { cwd: root, env, stdio: ["ignore", "pipe", "pipe"], detached: true });
-    const log = createWriteStream(path.join(root, ".wrangler", `chaos-dev-${this.starts}.log`));
-    this.child.stdout.pipe(log);
-    this.child.stderr.pipe(log);
+    const logFile = path.join(root, ".wrangler", `chaos-dev-${this.starts}.log`);
+    this.child = spawnDev({ port: this.opts.port, persist: this.persist, vars, logFile });
     this.starts += 1;
-    for (let i = 0; i < 240; i++) {
-      if (this.child.exitCode !== null) throw new Error(`wrangler dev exited with ${this.child.exitCode}`);
-      try {
-        if ((await fetch(`${this.base}/health`)).ok) return;
-      } catch {}
-      await sleep(250);
-    }
-    throw new Error("runtime did not come up within 60 s");
+    const health = await waitForHealth(this.base, this.child);
+    if (health.exited) throw new Error(`wrangler dev exited with ${this.child.exitCode}`);
+    if (!health.up) throw new Error("runtime did not come up within 60 s");
   }
 
   /** SIGKILL to wrangler and workerd alike: nothing gets to flush or clean up. */
   kill() {
-    try {
-      process.kill(-this.child.pid, "SIGKILL");
-    } catch {}
+    signalGroup(this.child, "SIGKILL");
   }
 
   stop() {
-    try {
-      process.kill(-this.child.pid, "SIGTERM");
-    } catch {}
+    signalGroup(this.child, "SIGTERM");
   }
 }
 
+/** The API as the chaos admin (by default): status and parsed body; throws if it does not answer (or not in JSON). */
 async function call(base, method, route, body, key = ADMIN) {
-  const res = await fetch(`${base}${route}`, {
-    method,
-    headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(30_000),
-  });
-  const text = await res.text();
-  return { status: res.status, body: text ? JSON.parse(text) : null };
+  const res = await request(base, method, route, { body, key, timeoutMs: 30_000 });
+  return { status: res.status, body: res.text ? JSON.parse(res.text) : null };
 }
 
 /** Calls until the runtime answers (it may be down between a kill and its restart). */
@@ -188,7 +167,7 @@ async function main() {
   const deadline = began + opts.timeoutS * 1000;
   const random = prng(opts.seed);
   mkdirSync(path.join(root, ".wrangler"), { recursive: true });
-  const persist = mkdtempSync(path.join(existsShm() ? "/dev/shm" : tmpdir(), "runplane-chaos-"));
+  const persist = mkdtempSync(path.join(ramDisk() ?? tmpdir(), "runplane-chaos-"));
   const runtime = new Runtime(opts, persist);
   const onSignal = () => {
     runtime.stop();
@@ -520,14 +499,6 @@ async function main() {
     rmSync(persist, { recursive: true, force: true });
   }
   process.exit(violations.length === 0 ? 0 : 1);
-}
-
-function existsShm() {
-  try {
-    return execFileSync("sh", ["-c", "test -d /dev/shm && echo yes"], { encoding: "utf8" }).trim() === "yes";
-  } catch {
-    return false;
-  }
 }
 
 main().catch((err) => {

@@ -18,9 +18,10 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFil
 import net from "node:net";
 import { dirname, join, relative } from "node:path";
 import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
+import { request } from "./lib/api.mjs";
+import { ROOT } from "./lib/root.mjs";
+import { signalGroup, waitForHealth as untilHealthy } from "./lib/runtime.mjs";
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const WRANGLER_JS = join(ROOT, "node_modules", "wrangler", "bin", "wrangler.js");
 const DEV_VARS = join(ROOT, ".dev.vars");
 const DEV_VARS_EXAMPLE = join(ROOT, ".dev.vars.example");
@@ -75,19 +76,10 @@ function spawnWrangler(args, prefix, extraEnv) {
   return child;
 }
 
-/** Signal every process left in a child's process group (wrangler's workerd, esbuild). */
-function sweep(child, signal = "SIGTERM") {
-  try {
-    process.kill(-child.pid, signal);
-  } catch {
-    // ESRCH: nothing left.
-  }
-}
-
 function onSignal(signal) {
   if (stopping) {
     // Second Ctrl-C: stop waiting politely.
-    if (current) sweep(current, "SIGKILL");
+    if (current) signalGroup(current, "SIGKILL");
     process.exit(130);
   }
   stopping = true;
@@ -98,7 +90,7 @@ function onSignal(signal) {
   current.kill(signal === "SIGINT" ? "SIGINT" : "SIGTERM");
   const force = setTimeout(() => {
     say("wrangler did not stop within 10 s; killing it");
-    sweep(current, "SIGKILL");
+    signalGroup(current, "SIGKILL");
   }, 10_000);
   force.unref();
 }
@@ -190,20 +182,10 @@ function startWrangler() {
 }
 
 async function waitForHealth(child) {
-  const deadline = Date.now() + STARTUP_TIMEOUT_MS;
-  let last = "no answer yet";
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null || child.signalCode !== null) await new Promise(() => {}); // startWrangler reports it
-    try {
-      const res = await fetch(`${BASE_URL}/health`, { signal: AbortSignal.timeout(2000) });
-      if (res.status === 200) return;
-      last = `HTTP ${res.status}`;
-    } catch (err) {
-      last = err?.cause?.code ?? err?.message ?? String(err);
-    }
-    await sleep(300);
-  }
-  throw new StartError(`GET ${BASE_URL}/health did not answer 200 within ${STARTUP_TIMEOUT_MS / 1000} s (last: ${last}). See the [wrangler] lines above; raise STARTUP_TIMEOUT_MS if the machine is slow.`);
+  const health = await untilHealthy(BASE_URL, child, { timeoutMs: STARTUP_TIMEOUT_MS, intervalMs: 300, requestTimeoutMs: 2000 });
+  if (health.up) return;
+  if (health.exited) await new Promise(() => {}); // startWrangler reports it
+  throw new StartError(`GET ${BASE_URL}/health did not answer 200 within ${STARTUP_TIMEOUT_MS / 1000} s (last: ${health.last}). See the [wrangler] lines above; raise STARTUP_TIMEOUT_MS if the machine is slow.`);
 }
 
 async function checkReady() {
@@ -218,21 +200,16 @@ async function checkReady() {
 // ---------------------------------------------------------------------------------------
 // Seeding (idempotent: the local state in .wrangler/ survives restarts)
 
+/** The API with `key`: status, text and the parsed JSON (undefined when the answer is not JSON). */
 async function api(method, path, key, body) {
-  const res = await fetch(`${BASE_URL}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(15_000),
-  });
-  const text = await res.text();
+  const { status, text } = await request(BASE_URL, method, path, { body, key, timeoutMs: 15_000 });
   let json;
   try {
     json = text ? JSON.parse(text) : undefined;
   } catch {
     json = undefined;
   }
-  return { status: res.status, json, text };
+  return { status, json, text };
 }
 
 function unexpected(what, res) {
@@ -462,15 +439,13 @@ function exited(child) {
       resolve({ code: 1, signal: null });
     });
     child.once("exit", (code, signal) => {
-      sweep(child);
+      signalGroup(child); // sweep up what it left behind (workerd, esbuild)
       const done = () => resolve({ code, signal });
       child.once("close", done);
       setTimeout(done, 1000).unref();
     });
   });
 }
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // ---------------------------------------------------------------------------------------
 
