@@ -6,6 +6,7 @@ import type { DeadLetterMessage, EventMessage, JobMessage } from "../../src/data
 import type { Dispatch, RunState } from "../../src/domain/run-machine";
 import { truncateText } from "../../src/lib/text";
 import { INDEX_ROWS_PER_ATTEMPT, INDEX_ROWS_PER_RUN } from "./meters";
+import { runHeadline } from "./views";
 
 /** Dead letters carry the latest attempts, index messages their latest attempts with short messages: both stay far below 128 KB. */
 const DEAD_LETTER_ATTEMPTS = 10;
@@ -50,16 +51,7 @@ export function indexMessage(state: RunState, version: number, dueAt: number | n
   return {
     kind: "run.index",
     run: {
-      id: def.id,
-      customerId: def.customerId,
-      projectId: def.projectId,
-      runType: def.runType,
-      pool: def.pool,
-      priority: def.priority,
-      status: state.status,
-      createdAt: def.createdAt,
-      startedAt: state.startedAt,
-      finishedAt: state.finishedAt,
+      ...runHeadline(state),
       failureType: state.failure?.type ?? null,
       failedStep: state.failure?.step ?? null,
       idempotencyKey: def.idempotencyKey,

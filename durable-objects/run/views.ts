@@ -3,7 +3,8 @@ import type { JsonValue } from "../../src/domain/input-references";
 import type { RunState } from "../../src/domain/run-machine";
 import type { JsonObject, RunSnapshot } from "./rpc";
 
-export function snapshotOf(state: RunState, cost: RunSnapshot["cost"]): RunSnapshot {
+/** What every view of a run starts with (the snapshot, the D1 index row): who, where, and how far. */
+export function runHeadline(state: RunState) {
   const def = state.def;
   return {
     id: def.id,
@@ -13,11 +14,18 @@ export function snapshotOf(state: RunState, cost: RunSnapshot["cost"]): RunSnaps
     pool: def.pool,
     priority: def.priority,
     status: state.status,
-    input: def.input as JsonValue,
-    metadata: def.metadata as JsonObject,
     createdAt: def.createdAt,
     startedAt: state.startedAt,
     finishedAt: state.finishedAt,
+  };
+}
+
+export function snapshotOf(state: RunState, cost: RunSnapshot["cost"]): RunSnapshot {
+  const def = state.def;
+  return {
+    ...runHeadline(state),
+    input: def.input as JsonValue,
+    metadata: def.metadata as JsonObject,
     failure: state.failure,
     steps: state.steps.map((s) => ({
       name: def.steps[s.index]!.name,
