@@ -1,7 +1,7 @@
 import { and, desc, eq, gte, lte, sql, type SQL } from "drizzle-orm";
 import type { DrizzleD1Database } from "drizzle-orm/d1";
 import { runStub } from "../../durable-objects/run/rpc";
-import { ApiError } from "../api/errors";
+import { DomainError } from "../domain/errors";
 import { resumeAdmitted } from "./admission";
 import { alerts, dlqEntries } from "../db/schema";
 
@@ -64,7 +64,7 @@ export class DlqService {
 
   async get(id: string) {
     const row = await this.db.select().from(dlqEntries).where(eq(dlqEntries.id, id)).get();
-    if (!row) throw new ApiError("not_found", `dead-letter entry "${id}" not found`);
+    if (!row) throw new DomainError("not_found", `dead-letter entry "${id}" not found`);
     return { ...present(row), message: JSON.parse(row.message) as unknown };
   }
 
@@ -75,13 +75,13 @@ export class DlqService {
    */
   async retry(id: string) {
     const row = await this.db.select().from(dlqEntries).where(eq(dlqEntries.id, id)).get();
-    if (!row) throw new ApiError("not_found", `dead-letter entry "${id}" not found`);
-    if (row.state !== "open") throw new ApiError("conflict", `dead-letter entry "${id}" is ${row.state}, not open`);
+    if (!row) throw new DomainError("not_found", `dead-letter entry "${id}" not found`);
+    if (row.state !== "open") throw new DomainError("conflict", `dead-letter entry "${id}" is ${row.state}, not open`);
     const customerId = row.customerId ?? (await runStub(this.env, row.runId).get())?.customerId;
     if (customerId) await resumeAdmitted(this.env, customerId, row.runId);
     const reply = await runStub(this.env, row.runId).resume();
     if (!reply.ok) {
-      throw new ApiError("conflict", `run "${row.runId}" is ${reply.run?.status ?? "unknown"}; only a failed run can be retried`);
+      throw new DomainError("conflict", `run "${row.runId}" is ${reply.run?.status ?? "unknown"}; only a failed run can be retried`);
     }
     await this.db.update(dlqEntries).set({ state: "retried" }).where(and(eq(dlqEntries.id, id), eq(dlqEntries.state, "open")));
     return { entry: { ...present(row), state: "retried" }, runStatus: reply.run.status };
@@ -107,8 +107,8 @@ export class DlqService {
     const result = await this.db.update(dlqEntries).set({ state: "discarded" }).where(and(eq(dlqEntries.id, id), eq(dlqEntries.state, "open"))).returning({ id: dlqEntries.id }).get();
     if (!result) {
       const exists = await this.db.select({ state: dlqEntries.state }).from(dlqEntries).where(eq(dlqEntries.id, id)).get();
-      if (!exists) throw new ApiError("not_found", `dead-letter entry "${id}" not found`);
-      throw new ApiError("conflict", `dead-letter entry "${id}" is ${exists.state}, not open`);
+      if (!exists) throw new DomainError("not_found", `dead-letter entry "${id}" not found`);
+      throw new DomainError("conflict", `dead-letter entry "${id}" is ${exists.state}, not open`);
     }
   }
 

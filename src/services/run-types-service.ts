@@ -1,8 +1,8 @@
 import { and, asc, eq, gt, isNull, or } from "drizzle-orm";
 import type { DrizzleD1Database } from "drizzle-orm/d1";
 import { z } from "zod";
-import type { Principal } from "../api/context";
-import { ApiError } from "../api/errors";
+import type { Principal } from "../domain/principal";
+import { DomainError } from "../domain/errors";
 import { getPool, poolNames } from "../config/pools";
 import { runTypes } from "../db/schema";
 import { redactConfig } from "../domain/redaction";
@@ -37,7 +37,7 @@ export const secretScopeOfOwner = (owner: string | null): SecretScope => (owner 
 
 export function assertKnownPool(pool: string, field: string) {
   if (!getPool(pool)) {
-    throw new ApiError("unprocessable", `pool "${pool}" does not exist; pools: ${poolNames().join(", ")}`, [{ field, message: "unknown pool" }]);
+    throw new DomainError("unprocessable", `pool "${pool}" does not exist; pools: ${poolNames().join(", ")}`, [{ field, message: "unknown pool" }]);
   }
 }
 
@@ -64,13 +64,13 @@ export class RunTypesService {
    */
   async put(principal: Principal, name: string, definition: RunTypeDefinition, requestedOwner?: string) {
     if (principal.kind === "customer" && requestedOwner !== undefined && requestedOwner !== principal.customerId) {
-      throw new ApiError("forbidden", "a customer key may create run types only for itself", [{ field: "query.owner", message: "not your customer" }]);
+      throw new DomainError("forbidden", "a customer key may create run types only for itself", [{ field: "query.owner", message: "not your customer" }]);
     }
     const owner = principal.kind === "customer" ? principal.customerId : (requestedOwner ?? null);
     assertValidSteps(definition.steps);
     if (definition.pool) assertKnownPool(definition.pool, "pool");
     if (principal.kind === "admin" && owner !== null && !(await this.customers.exists(owner))) {
-      throw new ApiError("unprocessable", `customer "${owner}" does not exist`, [{ field: "query.owner", message: "unknown customer" }]);
+      throw new DomainError("unprocessable", `customer "${owner}" does not exist`, [{ field: "query.owner", message: "unknown customer" }]);
     }
     const existing = await this.db.select({ owner: runTypes.owner }).from(runTypes).where(eq(runTypes.name, name)).get();
     if (existing) assertMayReplace(principal, name, existing.owner, owner);
@@ -84,7 +84,7 @@ export class RunTypesService {
       .onConflictDoUpdate({ target: runTypes.name, set: { definition: json, updatedAt: now }, setWhere: ownedBy(owner) })
       .returning()
       .get();
-    if (!row) throw new ApiError("conflict", `run type name "${name}" is not available; choose another name`, [{ field: "param.name", message: "taken" }]);
+    if (!row) throw new DomainError("conflict", `run type name "${name}" is not available; choose another name`, [{ field: "param.name", message: "taken" }]);
     return { created: row.createdAt === now && row.updatedAt === now, runType: present(row, principal.kind === "customer") };
   }
 
@@ -100,7 +100,7 @@ export class RunTypesService {
       .from(runTypes)
       .where(and(eq(runTypes.name, name), principal.kind === "customer" ? visibleTo(principal.customerId) : undefined))
       .get();
-    if (!row) throw new ApiError("not_found", `run type "${name}" not found`);
+    if (!row) throw new DomainError("not_found", `run type "${name}" not found`);
     return present(row, principal.kind === "customer");
   }
 
@@ -121,17 +121,17 @@ export class RunTypesService {
 function assertMayReplace(principal: Principal, name: string, current: string | null, requested: string | null): void {
   if (principal.kind === "customer") {
     if (current === null) {
-      throw new ApiError("forbidden", `run type "${name}" is platform-wide: only the admin key can replace it; choose another name`, [{ field: "param.name", message: "platform-wide" }]);
+      throw new DomainError("forbidden", `run type "${name}" is platform-wide: only the admin key can replace it; choose another name`, [{ field: "param.name", message: "platform-wide" }]);
     }
     if (current !== principal.customerId) {
-      throw new ApiError("conflict", `run type name "${name}" is not available; choose another name`, [{ field: "param.name", message: "taken" }]);
+      throw new DomainError("conflict", `run type name "${name}" is not available; choose another name`, [{ field: "param.name", message: "taken" }]);
     }
     return;
   }
   if (current !== requested) {
     const holder = current === null ? "platform-wide" : `owned by customer "${current}"`;
     const how = current === null ? "without ?owner" : `with ?owner=${current}`;
-    throw new ApiError("conflict", `run type "${name}" is ${holder}; a PUT cannot change a run type's owner (PUT ${how} to replace it)`, [{ field: "query.owner", message: "would change the owner" }]);
+    throw new DomainError("conflict", `run type "${name}" is ${holder}; a PUT cannot change a run type's owner (PUT ${how} to replace it)`, [{ field: "query.owner", message: "would change the owner" }]);
   }
 }
 

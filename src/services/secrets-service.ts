@@ -1,7 +1,7 @@
 import { and, asc, eq, gt, inArray } from "drizzle-orm";
 import type { DrizzleD1Database } from "drizzle-orm/d1";
-import type { Principal } from "../api/context";
-import { ApiError } from "../api/errors";
+import type { Principal } from "../domain/principal";
+import { DomainError } from "../domain/errors";
 import { secrets } from "../db/schema";
 import type { StepFailure } from "../domain/run-machine";
 import { PLATFORM_SCOPE, SECRET_NAME_PATTERN, customerScope, describeScope, type SecretScope } from "../domain/secrets";
@@ -71,10 +71,10 @@ export class SecretsService {
 
   async put(principal: Principal, name: string, value: string): Promise<{ created: boolean; secret: SecretView }> {
     const problem = this.keyProblem();
-    if (problem) throw new ApiError("misconfigured", problem);
+    if (problem) throw new DomainError("misconfigured", problem);
     const scope = scopeOf(principal);
     if (scope === PLATFORM_SCOPE && workerSecret(this.env, name) !== undefined) {
-      throw new ApiError("conflict", `secret "${name}" is the Worker secret ${WORKER_PREFIX}${name}: change it with \`wrangler secret put ${WORKER_PREFIX}${name}\``, [{ field: "param.name", message: "set on the Worker" }]);
+      throw new DomainError("conflict", `secret "${name}" is the Worker secret ${WORKER_PREFIX}${name}: change it with \`wrangler secret put ${WORKER_PREFIX}${name}\``, [{ field: "param.name", message: "set on the Worker" }]);
     }
     const sealed = await sealSecret(this.env.SECRETS_KEY, scope, name, value);
     const now = Date.now();
@@ -92,9 +92,9 @@ export class SecretsService {
     const deleted = await this.db.delete(secrets).where(and(eq(secrets.scope, scope), eq(secrets.name, name))).returning({ name: secrets.name }).all();
     if (deleted.length > 0) return;
     if (scope === PLATFORM_SCOPE && workerSecret(this.env, name) !== undefined) {
-      throw new ApiError("conflict", `secret "${name}" is the Worker secret ${WORKER_PREFIX}${name}: remove it with \`wrangler secret delete ${WORKER_PREFIX}${name}\``);
+      throw new DomainError("conflict", `secret "${name}" is the Worker secret ${WORKER_PREFIX}${name}: remove it with \`wrangler secret delete ${WORKER_PREFIX}${name}\``);
     }
-    throw new ApiError("not_found", `secret "${name}" not found`);
+    throw new DomainError("not_found", `secret "${name}" not found`);
   }
 
   /** Names and times of the principal's own secrets (the admin: the platform's, Worker secrets included), by name. */
