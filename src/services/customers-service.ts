@@ -3,6 +3,8 @@ import type { DrizzleD1Database } from "drizzle-orm/d1";
 import { ledgerStub, type LedgerSummary } from "../../durable-objects/ledger/rpc";
 import { monthRange } from "./costs-service";
 import { DomainError } from "../domain/errors";
+import { cursorKey, nameCursor, pageOf } from "../domain/pagination";
+import { CLIENT_NAME_PATTERN } from "../domain/names";
 import { apiKeys, customers } from "../db/schema";
 import { nanoJson, nanoToUsdString, usdToNano } from "../domain/money";
 import { DEFAULT_MAX_RUNS_IN_FLIGHT, parseStoredPlan, type StoredPlan } from "../domain/plan";
@@ -37,6 +39,9 @@ function toNano(value: string | number, field: string): bigint {
 /** Per-isolate cache of each customer's plan limits: a run submission should not cost a D1 read. */
 const limitsCache = new Map<string, { limits: { maxRunsInFlight?: number }; until: number }>();
 const LIMITS_TTL_MS = 30_000;
+
+/** By id; a customer id is a client name or a server-made `cus_…`, both CLIENT_NAME_PATTERN. */
+const CUSTOMERS_CURSOR = nameCursor(CLIENT_NAME_PATTERN);
 
 export class CustomersService {
   constructor(
@@ -155,16 +160,17 @@ export class CustomersService {
   }
 
   async list(limit: number, cursor: string | undefined) {
+    const after = cursorKey(CUSTOMERS_CURSOR, cursor);
     const rows = await this.db
       .select()
       .from(customers)
-      .where(cursor ? gt(customers.id, cursor) : undefined)
+      .where(after ? gt(customers.id, after) : undefined)
       .orderBy(asc(customers.id))
       .limit(limit + 1)
       .all();
-    const page = rows.slice(0, limit);
-    const items = await Promise.all(page.map(async (row) => this.present(row, await this.ledger(row.id).summary(), null)));
-    return { customers: items, nextCursor: rows.length > limit ? page[page.length - 1]!.id : null };
+    const page = pageOf(rows, limit, (last) => CUSTOMERS_CURSOR.encode(last.id));
+    const items = await Promise.all(page.items.map(async (row) => this.present(row, await this.ledger(row.id).summary(), null)));
+    return { customers: items, nextCursor: page.nextCursor };
   }
 
   async setBudget(id: string, input: BudgetInput) {

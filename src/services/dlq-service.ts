@@ -2,6 +2,7 @@ import { and, desc, eq, gte, lte, sql, type SQL } from "drizzle-orm";
 import type { DrizzleD1Database } from "drizzle-orm/d1";
 import { runStub } from "../../durable-objects/run/rpc";
 import { DomainError } from "../domain/errors";
+import { cursorKey, pageOf, timeAndIdCursor } from "../domain/pagination";
 import { resumeAdmitted } from "./admission";
 import { alerts, dlqEntries } from "../db/schema";
 
@@ -16,6 +17,12 @@ export interface DlqFilter {
 }
 
 type EntryRow = typeof dlqEntries.$inferSelect;
+
+/** A dead-letter entry's id (made by the DLQ consumer: `dlq_` and 24 hex digits). */
+export const DLQ_ENTRY_ID = /^dlq_[0-9a-z]{1,64}$/;
+
+/** Newest first by (deadAt, id), as `deadAt:id`. */
+const DLQ_CURSOR = timeAndIdCursor(DLQ_ENTRY_ID, "colon");
 
 function present(row: EntryRow) {
   return {
@@ -55,11 +62,11 @@ export class DlqService {
   }
 
   async list(filter: DlqFilter, limit: number, cursor?: string) {
-    const where = cursor ? and(this.conditions(filter), sql`(${dlqEntries.deadAt}, ${dlqEntries.id}) < (${Number(cursor.split(":")[0])}, ${cursor.split(":")[1] ?? ""})`) : this.conditions(filter);
+    const after = cursorKey(DLQ_CURSOR, cursor);
+    const where = after ? and(this.conditions(filter), sql`(${dlqEntries.deadAt}, ${dlqEntries.id}) < (${after.at}, ${after.id})`) : this.conditions(filter);
     const rows = await this.db.select().from(dlqEntries).where(where).orderBy(desc(dlqEntries.deadAt), desc(dlqEntries.id)).limit(limit + 1).all();
-    const page = rows.slice(0, limit);
-    const last = page[page.length - 1];
-    return { entries: page.map(present), nextCursor: rows.length > limit && last ? `${last.deadAt}:${last.id}` : null };
+    const page = pageOf(rows, limit, (last) => DLQ_CURSOR.encode({ at: last.deadAt, id: last.id }));
+    return { entries: page.items.map(present), nextCursor: page.nextCursor };
   }
 
   async get(id: string) {

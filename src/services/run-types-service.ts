@@ -9,7 +9,8 @@ import { redactConfig } from "../domain/redaction";
 import { RetryPolicySchema } from "../domain/retry-policy";
 import { PLATFORM_SCOPE, customerScope, type SecretScope } from "../domain/secrets";
 import { PrioritySchema, StepSpecSchema, MAX_STEPS_PER_RUN } from "../domain/step-spec";
-import { clientName } from "../domain/names";
+import { CLIENT_NAME_PATTERN, clientName } from "../domain/names";
+import { cursorKey, nameCursor, pageOf } from "../domain/pagination";
 import type { CustomersService } from "./customers-service";
 import type { SecretsService } from "./secrets-service";
 import { assertStepSecrets, assertValidSteps, refineSteps } from "./step-validation";
@@ -50,6 +51,9 @@ const ownedBy = (owner: string | null) => (owner === null ? isNull(runTypes.owne
  * by one customer. A customer sees and runs the platform's and its own; another customer's is
  * "not found" to it. Customer-visible views are redacted (src/domain/redaction.ts).
  */
+/** By name. */
+const RUN_TYPES_CURSOR = nameCursor(CLIENT_NAME_PATTERN);
+
 export class RunTypesService {
   constructor(
     private readonly db: DrizzleD1Database,
@@ -105,15 +109,16 @@ export class RunTypesService {
   }
 
   async list(principal: Principal, limit: number, cursor: string | undefined) {
+    const after = cursorKey(RUN_TYPES_CURSOR, cursor);
     const rows = await this.db
       .select()
       .from(runTypes)
-      .where(and(cursor ? gt(runTypes.name, cursor) : undefined, principal.kind === "customer" ? visibleTo(principal.customerId) : undefined))
+      .where(and(after ? gt(runTypes.name, after) : undefined, principal.kind === "customer" ? visibleTo(principal.customerId) : undefined))
       .orderBy(asc(runTypes.name))
       .limit(limit + 1)
       .all();
-    const page = rows.slice(0, limit);
-    return { runTypes: page.map((row) => present(row, principal.kind === "customer")), nextCursor: rows.length > limit ? page[page.length - 1]!.name : null };
+    const page = pageOf(rows, limit, (last) => RUN_TYPES_CURSOR.encode(last.name));
+    return { runTypes: page.items.map((row) => present(row, principal.kind === "customer")), nextCursor: page.nextCursor };
   }
 }
 

@@ -4,6 +4,7 @@ import type { DrizzleD1Database } from "drizzle-orm/d1";
 import type { RunDefinition } from "../domain/run-machine";
 import type { Principal } from "../domain/principal";
 import { DomainError } from "../domain/errors";
+import { cursorKey, pageOf, timeAndIdCursor } from "../domain/pagination";
 import { DEFAULT_POOL } from "../config/pools";
 import { runs } from "../db/schema";
 import { isTerminalRun, type Priority, type RunStatus } from "../domain/run-status";
@@ -48,19 +49,8 @@ export interface ListRunsQuery {
 
 const RUN_ID = /^run_[0-9a-z]{24}$/;
 
-function encodeCursor(createdAt: number, id: string) {
-  return btoa(JSON.stringify([createdAt, id])).replace(/=+$/, "");
-}
-
-function decodeCursor(cursor: string): [number, string] {
-  try {
-    const value = JSON.parse(atob(cursor)) as unknown;
-    if (Array.isArray(value) && value.length === 2 && Number.isSafeInteger(value[0]) && typeof value[1] === "string") return [value[0], value[1]];
-  } catch {
-    // fall through to the error below
-  }
-  throw new DomainError("validation_failed", "cursor is not one this API returned", [{ field: "query.cursor", message: "invalid cursor" }]);
-}
+/** Newest first by (createdAt, id). */
+const RUNS_CURSOR = timeAndIdCursor(RUN_ID, "base64json");
 
 export class RunsService {
   constructor(
@@ -213,9 +203,8 @@ export class RunsService {
   async events(principal: Principal, runId: string, page: { after: number; limit: number }) {
     await this.snapshot(principal, runId);
     // One more than asked: whether another page exists, without a second call.
-    const rows = await this.stub(runId).events(page.after, page.limit + 1);
-    const events = rows.slice(0, page.limit);
-    return { events: events.map(presentEvent), nextCursor: rows.length > page.limit ? events[events.length - 1]!.seq : null };
+    const { items, nextCursor } = pageOf(await this.stub(runId).events(page.after, page.limit + 1), page.limit, (last) => last.seq);
+    return { events: items.map(presentEvent), nextCursor };
   }
 
   async cancel(principal: Principal, runId: string) {
@@ -246,10 +235,8 @@ export class RunsService {
     if (query.runType) conditions.push(eq(runs.runType, query.runType));
     if (query.from) conditions.push(gte(runs.createdAt, Date.parse(query.from)));
     if (query.to) conditions.push(lte(runs.createdAt, Date.parse(query.to)));
-    if (query.cursor) {
-      const [createdAt, id] = decodeCursor(query.cursor);
-      conditions.push(or(lt(runs.createdAt, createdAt), and(eq(runs.createdAt, createdAt), lt(runs.id, id))));
-    }
+    const after = cursorKey(RUNS_CURSOR, query.cursor);
+    if (after) conditions.push(or(lt(runs.createdAt, after.at), and(eq(runs.createdAt, after.at), lt(runs.id, after.id))));
     const rows = await this.db
       .select()
       .from(runs)
@@ -257,10 +244,9 @@ export class RunsService {
       .orderBy(desc(runs.createdAt), desc(runs.id))
       .limit(query.limit + 1)
       .all();
-    const page = rows.slice(0, query.limit);
-    const last = page[page.length - 1];
+    const page = pageOf(rows, query.limit, (last) => RUNS_CURSOR.encode({ at: last.createdAt, id: last.id }));
     return {
-      runs: page.map((r) => ({
+      runs: page.items.map((r) => ({
         id: r.id,
         customerId: r.customerId,
         projectId: r.projectId,
@@ -274,7 +260,7 @@ export class RunsService {
         durationMs: r.durationMs,
         ...(r.failureType ? { failure: { type: r.failureType, step: r.failedStep } } : {}),
       })),
-      nextCursor: rows.length > query.limit && last ? encodeCursor(last.createdAt, last.id) : null,
+      nextCursor: page.nextCursor,
     };
   }
 }

@@ -2,6 +2,7 @@ import { and, asc, eq, gt, inArray } from "drizzle-orm";
 import type { DrizzleD1Database } from "drizzle-orm/d1";
 import type { Principal } from "../domain/principal";
 import { DomainError } from "../domain/errors";
+import { cursorKey, nameCursor, pageOf } from "../domain/pagination";
 import { secrets } from "../db/schema";
 import type { StepFailure } from "../domain/run-machine";
 import { PLATFORM_SCOPE, SECRET_NAME_PATTERN, customerScope, describeScope, type SecretScope } from "../domain/secrets";
@@ -52,6 +53,9 @@ export type SecretsResolution = { ok: true; values: Map<string, string> } | { ok
  * secrets SECRET_<NAME>, then what the admin stored). Values are written and read here only;
  * nothing this service returns to a route holds one.
  */
+/** By name, stored and Worker secrets alike. */
+const SECRETS_CURSOR = nameCursor(SECRET_NAME_PATTERN);
+
 export class SecretsService {
   constructor(
     private readonly env: Env,
@@ -100,10 +104,11 @@ export class SecretsService {
   /** Names and times of the principal's own secrets (the admin: the platform's, Worker secrets included), by name. */
   async list(principal: Principal, limit: number, cursor: string | undefined): Promise<{ secrets: SecretView[]; nextCursor: string | null }> {
     const scope = scopeOf(principal);
+    const after = cursorKey(SECRETS_CURSOR, cursor);
     const rows = await this.db
       .select({ name: secrets.name, createdAt: secrets.createdAt, updatedAt: secrets.updatedAt })
       .from(secrets)
-      .where(and(eq(secrets.scope, scope), cursor ? gt(secrets.name, cursor) : undefined))
+      .where(and(eq(secrets.scope, scope), after ? gt(secrets.name, after) : undefined))
       .orderBy(asc(secrets.name))
       .limit(limit + 1)
       .all();
@@ -111,12 +116,12 @@ export class SecretsService {
     if (scope === PLATFORM_SCOPE) {
       // A Worker secret is the one steps get, also over a stored one of the same name.
       for (const name of workerSecretNames(this.env)) {
-        if (!cursor || name > cursor) views.set(name, { name, source: "worker", createdAt: null, updatedAt: null });
+        if (!after || name > after) views.set(name, { name, source: "worker", createdAt: null, updatedAt: null });
       }
     }
     const all = [...views.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-    const page = all.slice(0, limit);
-    return { secrets: page, nextCursor: all.length > limit ? page[page.length - 1]!.name : null };
+    const page = pageOf(all, limit, (last) => SECRETS_CURSOR.encode(last.name));
+    return { secrets: page.items, nextCursor: page.nextCursor };
   }
 
   /** The names among `names` that do not exist in `scope` (what a run or run type may not refer to). */
