@@ -6,7 +6,7 @@
  */
 import type { Context } from "hono";
 import { z } from "zod";
-import { DomainError, type DomainErrorCode, type ErrorDetail } from "../domain/errors";
+import { CodedError, type DomainError, type DomainErrorCode } from "../domain/errors";
 
 export const ERROR_STATUS = {
   invalid_json: 400,
@@ -29,16 +29,7 @@ export const ERROR_STATUS = {
 export type ErrorCode = keyof typeof ERROR_STATUS;
 
 /** An error only the HTTP layer raises (or a domain one, for code that has a request at hand). */
-export class ApiError extends Error {
-  constructor(
-    readonly code: ErrorCode,
-    message: string,
-    readonly details: ErrorDetail[] = [],
-    /** Response headers that go with the error, e.g. `Retry-After` on a 429 or 503. */
-    readonly headers: Record<string, string> = {},
-  ) {
-    super(message);
-  }
+export class ApiError extends CodedError<ErrorCode> {
   get status() {
     return ERROR_STATUS[this.code];
   }

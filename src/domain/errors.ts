@@ -24,9 +24,10 @@ export interface ErrorDetail {
   message: string;
 }
 
-export class DomainError extends Error {
+/** An error with a code from a closed set `C`, the fields at fault and the headers to answer it with. */
+export abstract class CodedError<C extends string> extends Error {
   constructor(
-    readonly code: DomainErrorCode,
+    readonly code: C,
     message: string,
     readonly details: ErrorDetail[] = [],
     /** Headers that go with the error wherever it is answered, e.g. `retry-after` on rate_limited or not_ready. */
@@ -35,6 +36,9 @@ export class DomainError extends Error {
     super(message);
   }
 }
+
+/** What the domain and the services raise. */
+export class DomainError extends CodedError<DomainErrorCode> {}
 
 /** A field's path as clients see it: "steps.0.config.url"; the empty path is "(root)". */
 export function fieldPath(path: readonly PropertyKey[]): string {
