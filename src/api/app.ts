@@ -7,7 +7,8 @@ import { errorMessage, log } from "../lib/log";
 import { newId } from "../lib/ids";
 import { authenticate } from "./auth";
 import type { AppEnv } from "./context";
-import { ApiError, errorBody, validationError } from "./errors";
+import { ApiError, errorBody } from "./errors";
+import { DomainError, validationFailed } from "../domain/errors";
 import { registerCreateCustomer } from "./routes/customers-create";
 import { registerGetCustomer } from "./routes/customers-get";
 import { registerListCustomers } from "./routes/customers-list";
@@ -33,7 +34,7 @@ export function createApp() {
   const app = new OpenAPIHono<AppEnv>({
     // Every schema failure becomes a 400 that names the fields, rooted at where they came from.
     defaultHook: (result) => {
-      if (!result.success) throw validationError(result.error, result.target === "json" ? undefined : result.target);
+      if (!result.success) throw validationFailed(result.error, result.target === "json" ? undefined : result.target);
     },
   });
 
@@ -102,6 +103,7 @@ export function createApp() {
   app.onError((err, c) => {
     let apiError: ApiError;
     if (err instanceof ApiError) apiError = err;
+    else if (err instanceof DomainError) apiError = ApiError.fromDomain(err);
     else if (err instanceof HTTPException && err.status === 400 && /JSON/i.test(err.message)) {
       apiError = new ApiError("invalid_json", "request body is not valid JSON", [{ field: "(body)", message: err.message }]);
     } else if (err instanceof HTTPException && err.status === 415) {

@@ -1,9 +1,6 @@
 import type { OpenAPIHono } from "@hono/zod-openapi";
-import type { RateLimitConfig } from "../domain/token-bucket";
+import type { Principal } from "../domain/principal";
 import type { Services } from "../services/services";
-
-/** Who is calling. A customer's `rateLimit` is its plan's own (null: the deployment's default). */
-export type Principal = { kind: "admin" } | { kind: "customer"; customerId: string; keyId: string; rateLimit: RateLimitConfig | null };
 
 export interface AppEnv {
   Bindings: Env;

@@ -1,9 +1,12 @@
 /**
  * One error envelope with a closed set of codes, each bound to its HTTP status:
- * {"error": {"code", "message", "requestId", "details"}}.
+ * {"error": {"code", "message", "requestId", "details"}}. The domain's codes (DomainError) and
+ * the transport's own (malformed JSON, a missing key, …) share it; this is the one place that
+ * knows a code's status.
  */
 import type { Context } from "hono";
 import { z } from "zod";
+import { CodedError, type DomainError, type DomainErrorCode } from "../domain/errors";
 
 export const ERROR_STATUS = {
   invalid_json: 400,
@@ -22,26 +25,18 @@ export const ERROR_STATUS = {
   internal_error: 500,
   not_ready: 503,
   misconfigured: 503,
-} as const;
+} as const satisfies Record<DomainErrorCode, number> & Record<string, number>;
 export type ErrorCode = keyof typeof ERROR_STATUS;
 
-export interface ErrorDetail {
-  field: string;
-  message: string;
-}
-
-export class ApiError extends Error {
-  constructor(
-    readonly code: ErrorCode,
-    message: string,
-    readonly details: ErrorDetail[] = [],
-    /** Response headers that go with the error, e.g. `Retry-After` on a 429 or 503. */
-    readonly headers: Record<string, string> = {},
-  ) {
-    super(message);
-  }
+/** An error only the HTTP layer raises (or a domain one, for code that has a request at hand). */
+export class ApiError extends CodedError<ErrorCode> {
   get status() {
     return ERROR_STATUS[this.code];
+  }
+
+  /** A domain error as it is answered: the same code, message, details and headers. */
+  static fromDomain(err: DomainError): ApiError {
+    return new ApiError(err.code, err.message, err.details, err.headers);
   }
 }
 
@@ -53,20 +48,6 @@ export const ErrorEnvelopeSchema = z.object({
     details: z.array(z.object({ field: z.string(), message: z.string() })),
   }),
 });
-
-export function fieldPath(path: readonly PropertyKey[]): string {
-  return path.map((p) => String(p)).join(".") || "(root)";
-}
-
-/** A zod failure as a 400 that names every bad field. `prefix` roots the paths (body, query). */
-export function validationError(error: z.ZodError, prefix?: string): ApiError {
-  const details = error.issues.map((issue) => ({
-    field: fieldPath(prefix ? [prefix, ...issue.path] : issue.path),
-    message: issue.message,
-  }));
-  const summary = details.slice(0, 3).map((d) => `${d.field}: ${d.message}`).join("; ");
-  return new ApiError("validation_failed", `Invalid request: ${summary}${details.length > 3 ? "; …" : ""}`, details);
-}
 
 export function errorBody(c: Context, err: ApiError) {
   return {

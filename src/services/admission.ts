@@ -5,7 +5,7 @@
  */
 import { ledgerStub } from "../../durable-objects/ledger/rpc";
 import { creationHoldId, runHoldId, runStub } from "../../durable-objects/run/rpc";
-import { ApiError } from "../api/errors";
+import { DomainError } from "../domain/errors";
 import { RUN_ALLOWANCE_NANO, worstCaseCreation } from "../domain/worst-case";
 import { cachedPriceBook } from "./pricing-service";
 
@@ -30,10 +30,10 @@ export async function admitRun(env: Env, customerId: string, runId: string, opti
   }
   const reply = await ledgerStub(env, customerId).admit({ runId, holds, ...(options.maxRunsInFlight ? { maxRunsInFlight: options.maxRunsInFlight } : {}) });
   if (!reply.allowed && reply.reason === "too_many_runs") {
-    throw new ApiError("rate_limited", `customer "${customerId}" cannot start another run now: ${reply.refusal}; try again when some have finished`, [], { "retry-after": "5" });
+    throw new DomainError("rate_limited", `customer "${customerId}" cannot start another run now: ${reply.refusal}; try again when some have finished`, [], { "retry-after": "5" });
   }
   if (!reply.allowed) {
-    throw new ApiError("budget_exhausted", `customer "${customerId}" cannot start a run: ${reply.refusal ?? "its monthly budget is spent"}; raise the budget or wait for the month to end`);
+    throw new DomainError("budget_exhausted", `customer "${customerId}" cannot start a run: ${reply.refusal ?? "its monthly budget is spent"}; raise the budget or wait for the month to end`);
   }
   return { limited: reply.limited, holdIds: reply.placed };
 }

@@ -1,6 +1,6 @@
 import { and, eq, isNull } from "drizzle-orm";
 import type { DrizzleD1Database } from "drizzle-orm/d1";
-import type { Principal } from "../api/context";
+import type { Principal } from "../domain/principal";
 import { apiKeys, customers } from "../db/schema";
 import { rateLimitDefaults, StoredPlanSchema } from "../domain/plan";
 import { sha256Hex } from "../lib/ids";

@@ -5,8 +5,8 @@
  * (see `splitSum`). Every query reads an index: the primary key (hour first) for time ranges
  * across customers, `cost_rollups_customer_hour` for one customer.
  */
-import type { Principal } from "../api/context";
-import { ApiError } from "../api/errors";
+import type { Principal } from "../domain/principal";
+import { DomainError } from "../domain/errors";
 import { allocateFixedCost, ALLOCATION_METHODS, type AllocationMethod, type CustomerMonth } from "../domain/allocation";
 import { HOUR_MS, hourOf } from "../domain/cost-records";
 import { divideHalfEven, nanoJson, nanoToUsdString, usdToNano } from "../domain/money";
@@ -130,7 +130,7 @@ const startOfMonthUtc = (ms: number) => {
 /** "2026-11" → [start, start of next month) in ms, UTC. */
 export function monthRange(month: string): { from: number; to: number } {
   const match = /^(\d{4})-(0[1-9]|1[0-2])$/.exec(month);
-  if (!match) throw new ApiError("validation_failed", `month "${month}" is not YYYY-MM`, [{ field: "query.month", message: "must be YYYY-MM" }]);
+  if (!match) throw new DomainError("validation_failed", `month "${month}" is not YYYY-MM`, [{ field: "query.month", message: "must be YYYY-MM" }]);
   const year = Number(match[1]);
   const index = Number(match[2]) - 1;
   return { from: Date.UTC(year, index, 1), to: Date.UTC(year, index + 1, 1) };
@@ -173,7 +173,7 @@ export class CostsService {
   /** The customer a principal may report on: a customer key only itself (another id is a 404). */
   private scope(principal: Principal, customerId: string | undefined): string | undefined {
     if (principal.kind === "admin") return customerId;
-    if (customerId !== undefined && customerId !== principal.customerId) throw new ApiError("not_found", `customer "${customerId}" not found`);
+    if (customerId !== undefined && customerId !== principal.customerId) throw new DomainError("not_found", `customer "${customerId}" not found`);
     return principal.customerId;
   }
 
@@ -184,9 +184,9 @@ export class CostsService {
     const asked = query.to ? Date.parse(query.to) : now;
     const to = hourOf(asked - 1) + HOUR_MS;
     const from = hourOf(query.from ? Date.parse(query.from) : startOfMonthUtc(asked - 1));
-    if (!(from < to)) throw new ApiError("validation_failed", "`from` must be before `to`", [{ field: "query.from", message: "must be before `to`" }]);
+    if (!(from < to)) throw new DomainError("validation_failed", "`from` must be before `to`", [{ field: "query.from", message: "must be before `to`" }]);
     if (query.bucket && (to - from) / BUCKET_MS[query.bucket] > MAX_REPORT_ROWS) {
-      throw new ApiError("validation_failed", `more than ${MAX_REPORT_ROWS} ${query.bucket} buckets between from and to: narrow the range or use a larger bucket`, [
+      throw new DomainError("validation_failed", `more than ${MAX_REPORT_ROWS} ${query.bucket} buckets between from and to: narrow the range or use a larger bucket`, [
         { field: "query.bucket", message: "too many buckets for the range" },
       ]);
     }
@@ -210,7 +210,7 @@ export class CostsService {
     countD1([grouped!, totals!]);
     const rows = grouped!.results;
     if (rows.length > MAX_REPORT_ROWS) {
-      throw new ApiError("validation_failed", `the report has more than ${MAX_REPORT_ROWS} rows: narrow the range, use a larger bucket or filter by customer`, [
+      throw new DomainError("validation_failed", `the report has more than ${MAX_REPORT_ROWS} rows: narrow the range, use a larger bucket or filter by customer`, [
         { field: "query.groupBy", message: "too many rows" },
       ]);
     }
@@ -238,11 +238,11 @@ export class CostsService {
     try {
       amount = usdToNano(raw);
     } catch (err) {
-      throw new ApiError("misconfigured", `FIXED_MONTHLY_COST_USD is not a USD amount: ${(err as Error).message}`);
+      throw new DomainError("misconfigured", `FIXED_MONTHLY_COST_USD is not a USD amount: ${(err as Error).message}`);
     }
     const method = String(this.env.FIXED_COST_ALLOCATION ?? "even") || "even";
     if (!(ALLOCATION_METHODS as readonly string[]).includes(method)) {
-      throw new ApiError("misconfigured", `FIXED_COST_ALLOCATION is "${method}"; it must be one of ${ALLOCATION_METHODS.join(", ")}`);
+      throw new DomainError("misconfigured", `FIXED_COST_ALLOCATION is "${method}"; it must be one of ${ALLOCATION_METHODS.join(", ")}`);
     }
     return { amount, method: method as AllocationMethod };
   }
@@ -270,7 +270,7 @@ export class CostsService {
     ]);
     countD1([customer!, runsByCustomer!, costByCustomer!]);
     const planRow = customer!.results[0] as { plan: string } | undefined;
-    if (!planRow) throw new ApiError("not_found", `customer "${customerId}" not found`);
+    if (!planRow) throw new DomainError("not_found", `customer "${customerId}" not found`);
     const plan = JSON.parse(planRow.plan) as { monthlyFeeNanoUsd?: string; pricePerRunNanoUsd?: string };
 
     const months = new Map<string, CustomerMonth & { aiNanoUsd: bigint }>();

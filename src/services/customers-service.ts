@@ -2,7 +2,9 @@ import { and, asc, eq, gt, isNull } from "drizzle-orm";
 import type { DrizzleD1Database } from "drizzle-orm/d1";
 import { ledgerStub, type LedgerSummary } from "../../durable-objects/ledger/rpc";
 import { monthRange } from "./costs-service";
-import { ApiError } from "../api/errors";
+import { DomainError } from "../domain/errors";
+import { cursorKey, nameCursor, pageOf } from "../domain/pagination";
+import { CLIENT_NAME_PATTERN } from "../domain/names";
 import { apiKeys, customers } from "../db/schema";
 import { nanoJson, nanoToUsdString, usdToNano } from "../domain/money";
 import { DEFAULT_MAX_RUNS_IN_FLIGHT, parseStoredPlan, type StoredPlan } from "../domain/plan";
@@ -30,13 +32,16 @@ function toNano(value: string | number, field: string): bigint {
   try {
     return usdToNano(value);
   } catch (err) {
-    throw new ApiError("validation_failed", `${field}: ${(err as Error).message}`, [{ field, message: (err as Error).message }]);
+    throw new DomainError("validation_failed", `${field}: ${(err as Error).message}`, [{ field, message: (err as Error).message }]);
   }
 }
 
 /** Per-isolate cache of each customer's plan limits: a run submission should not cost a D1 read. */
 const limitsCache = new Map<string, { limits: { maxRunsInFlight?: number }; until: number }>();
 const LIMITS_TTL_MS = 30_000;
+
+/** By id; a customer id is a client name or a server-made `cus_…`, both CLIENT_NAME_PATTERN. */
+const CUSTOMERS_CURSOR = nameCursor(CLIENT_NAME_PATTERN);
 
 export class CustomersService {
   constructor(
@@ -58,7 +63,7 @@ export class CustomersService {
       await this.ledger(customerId).setBudget({ limitNanoUsd, softThresholds });
     } catch (err) {
       log("customers.ledger_budget_failed", { customerId, error: errorMessage(err) }, "warn");
-      throw new ApiError("not_ready", `the budget could not be set: customer "${customerId}"'s ledger did not answer; nothing was changed, retry`, [
+      throw new DomainError("not_ready", `the budget could not be set: customer "${customerId}"'s ledger did not answer; nothing was changed, retry`, [
         { field: "budget", message: "not set: the ledger did not answer" },
       ], { "retry-after": "1" });
     }
@@ -92,7 +97,7 @@ export class CustomersService {
     const key = await this.mintKey(id, now);
     if (budgetLimit !== null) {
       // A taken id must not have its ledger's budget changed by a create that will fail.
-      if (await this.exists(id)) throw new ApiError("conflict", `customer "${id}" already exists`, [{ field: "id", message: "already exists" }]);
+      if (await this.exists(id)) throw new DomainError("conflict", `customer "${id}" already exists`, [{ field: "id", message: "already exists" }]);
       await this.setLedgerBudget(id, budgetLimit, thresholds);
     }
     // One batch is one transaction: the customer and its first key exist together or not at
@@ -113,7 +118,7 @@ export class CustomersService {
       // A racing create took the id, or D1 failed: the ledger gets back what D1 holds.
       if (budgetLimit !== null) await this.restoreLedgerFromD1(id);
       if (/UNIQUE|constraint/i.test(String((err as Error)?.message ?? err))) {
-        throw new ApiError("conflict", `customer "${id}" already exists`, [{ field: "id", message: "already exists" }]);
+        throw new DomainError("conflict", `customer "${id}" already exists`, [{ field: "id", message: "already exists" }]);
       }
       throw err;
     }
@@ -146,7 +151,7 @@ export class CustomersService {
 
   async get(id: string) {
     const row = await this.db.select().from(customers).where(eq(customers.id, id)).get();
-    if (!row) throw new ApiError("not_found", `customer "${id}" not found`);
+    if (!row) throw new DomainError("not_found", `customer "${id}" not found`);
     const [summary, keys] = await Promise.all([
       this.ledger(id).summary(),
       this.db.select({ id: apiKeys.id, prefix: apiKeys.prefix, createdAt: apiKeys.createdAt }).from(apiKeys).where(and(eq(apiKeys.customerId, id), isNull(apiKeys.revokedAt))).all(),
@@ -155,22 +160,23 @@ export class CustomersService {
   }
 
   async list(limit: number, cursor: string | undefined) {
+    const after = cursorKey(CUSTOMERS_CURSOR, cursor);
     const rows = await this.db
       .select()
       .from(customers)
-      .where(cursor ? gt(customers.id, cursor) : undefined)
+      .where(after ? gt(customers.id, after) : undefined)
       .orderBy(asc(customers.id))
       .limit(limit + 1)
       .all();
-    const page = rows.slice(0, limit);
-    const items = await Promise.all(page.map(async (row) => this.present(row, await this.ledger(row.id).summary(), null)));
-    return { customers: items, nextCursor: rows.length > limit ? page[page.length - 1]!.id : null };
+    const page = pageOf(rows, limit, (last) => CUSTOMERS_CURSOR.encode(last.id));
+    const items = await Promise.all(page.items.map(async (row) => this.present(row, await this.ledger(row.id).summary(), null)));
+    return { customers: items, nextCursor: page.nextCursor };
   }
 
   async setBudget(id: string, input: BudgetInput) {
     const limit = toNano(input.monthlyLimitUsd, "monthlyLimitUsd").toString();
     const thresholds = input.softThresholds ?? [0.5, 0.8];
-    if (!(await this.exists(id))) throw new ApiError("not_found", `customer "${id}" not found`);
+    if (!(await this.exists(id))) throw new DomainError("not_found", `customer "${id}" not found`);
     await this.setLedgerBudget(id, limit, thresholds);
     try {
       await this.db.update(customers).set({ budgetLimitNanoUsd: limit, budgetSoftThresholds: JSON.stringify(thresholds) }).where(eq(customers.id, id));
@@ -187,7 +193,7 @@ export class CustomersService {
    * it is behind and reports what nothing explains.
    */
   async ledgerView(id: string, month?: string) {
-    if (!(await this.exists(id))) throw new ApiError("not_found", `customer "${id}" not found`);
+    if (!(await this.exists(id))) throw new DomainError("not_found", `customer "${id}" not found`);
     if (month !== undefined) monthRange(month);
     const ledger = this.ledger(id);
     const [view, reconciliation] = await Promise.all([ledger.view(), ledger.reconcile({ customerId: id, month })]);
@@ -220,7 +226,7 @@ export class CustomersService {
   }
 
   async createKey(id: string) {
-    if (!(await this.exists(id))) throw new ApiError("not_found", `customer "${id}" not found`);
+    if (!(await this.exists(id))) throw new DomainError("not_found", `customer "${id}" not found`);
     const key = await this.mintKey(id, Date.now());
     await this.db.insert(apiKeys).values(key.row);
     return { key: { id: key.row.id, prefix: key.row.prefix, createdAt: new Date(key.row.createdAt).toISOString() }, apiKey: key.secret };
@@ -233,7 +239,7 @@ export class CustomersService {
       .where(and(eq(apiKeys.id, keyId), eq(apiKeys.customerId, id), isNull(apiKeys.revokedAt)))
       .returning({ keyHash: apiKeys.keyHash })
       .get();
-    if (!row) throw new ApiError("not_found", `key "${keyId}" of customer "${id}" not found`);
+    if (!row) throw new DomainError("not_found", `key "${keyId}" of customer "${id}" not found`);
     AuthService.forgetKey(row.keyHash);
     // Other isolates may hold the key in their cache for up to 30 s: the customer's limiter,
     // which every request of the key passes, refuses it from now on. If it cannot be told,

@@ -1,7 +1,8 @@
 import { and, desc, eq, gte, lte, sql, type SQL } from "drizzle-orm";
 import type { DrizzleD1Database } from "drizzle-orm/d1";
 import { runStub } from "../../durable-objects/run/rpc";
-import { ApiError } from "../api/errors";
+import { DomainError } from "../domain/errors";
+import { cursorKey, pageOf, timeAndIdCursor } from "../domain/pagination";
 import { resumeAdmitted } from "./admission";
 import { alerts, dlqEntries } from "../db/schema";
 
@@ -16,6 +17,12 @@ export interface DlqFilter {
 }
 
 type EntryRow = typeof dlqEntries.$inferSelect;
+
+/** A dead-letter entry's id (made by the DLQ consumer: `dlq_` and 24 hex digits). */
+export const DLQ_ENTRY_ID = /^dlq_[0-9a-z]{1,64}$/;
+
+/** Newest first by (deadAt, id), as `deadAt:id`. */
+const DLQ_CURSOR = timeAndIdCursor(DLQ_ENTRY_ID, "colon");
 
 function present(row: EntryRow) {
   return {
@@ -55,16 +62,16 @@ export class DlqService {
   }
 
   async list(filter: DlqFilter, limit: number, cursor?: string) {
-    const where = cursor ? and(this.conditions(filter), sql`(${dlqEntries.deadAt}, ${dlqEntries.id}) < (${Number(cursor.split(":")[0])}, ${cursor.split(":")[1] ?? ""})`) : this.conditions(filter);
+    const after = cursorKey(DLQ_CURSOR, cursor);
+    const where = after ? and(this.conditions(filter), sql`(${dlqEntries.deadAt}, ${dlqEntries.id}) < (${after.at}, ${after.id})`) : this.conditions(filter);
     const rows = await this.db.select().from(dlqEntries).where(where).orderBy(desc(dlqEntries.deadAt), desc(dlqEntries.id)).limit(limit + 1).all();
-    const page = rows.slice(0, limit);
-    const last = page[page.length - 1];
-    return { entries: page.map(present), nextCursor: rows.length > limit && last ? `${last.deadAt}:${last.id}` : null };
+    const page = pageOf(rows, limit, (last) => DLQ_CURSOR.encode({ at: last.deadAt, id: last.id }));
+    return { entries: page.items.map(present), nextCursor: page.nextCursor };
   }
 
   async get(id: string) {
     const row = await this.db.select().from(dlqEntries).where(eq(dlqEntries.id, id)).get();
-    if (!row) throw new ApiError("not_found", `dead-letter entry "${id}" not found`);
+    if (!row) throw new DomainError("not_found", `dead-letter entry "${id}" not found`);
     return { ...present(row), message: JSON.parse(row.message) as unknown };
   }
 
@@ -75,13 +82,13 @@ export class DlqService {
    */
   async retry(id: string) {
     const row = await this.db.select().from(dlqEntries).where(eq(dlqEntries.id, id)).get();
-    if (!row) throw new ApiError("not_found", `dead-letter entry "${id}" not found`);
-    if (row.state !== "open") throw new ApiError("conflict", `dead-letter entry "${id}" is ${row.state}, not open`);
+    if (!row) throw new DomainError("not_found", `dead-letter entry "${id}" not found`);
+    if (row.state !== "open") throw new DomainError("conflict", `dead-letter entry "${id}" is ${row.state}, not open`);
     const customerId = row.customerId ?? (await runStub(this.env, row.runId).get())?.customerId;
     if (customerId) await resumeAdmitted(this.env, customerId, row.runId);
     const reply = await runStub(this.env, row.runId).resume();
     if (!reply.ok) {
-      throw new ApiError("conflict", `run "${row.runId}" is ${reply.run?.status ?? "unknown"}; only a failed run can be retried`);
+      throw new DomainError("conflict", `run "${row.runId}" is ${reply.run?.status ?? "unknown"}; only a failed run can be retried`);
     }
     await this.db.update(dlqEntries).set({ state: "retried" }).where(and(eq(dlqEntries.id, id), eq(dlqEntries.state, "open")));
     return { entry: { ...present(row), state: "retried" }, runStatus: reply.run.status };
@@ -107,8 +114,8 @@ export class DlqService {
     const result = await this.db.update(dlqEntries).set({ state: "discarded" }).where(and(eq(dlqEntries.id, id), eq(dlqEntries.state, "open"))).returning({ id: dlqEntries.id }).get();
     if (!result) {
       const exists = await this.db.select({ state: dlqEntries.state }).from(dlqEntries).where(eq(dlqEntries.id, id)).get();
-      if (!exists) throw new ApiError("not_found", `dead-letter entry "${id}" not found`);
-      throw new ApiError("conflict", `dead-letter entry "${id}" is ${exists.state}, not open`);
+      if (!exists) throw new DomainError("not_found", `dead-letter entry "${id}" not found`);
+      throw new DomainError("conflict", `dead-letter entry "${id}" is ${exists.state}, not open`);
     }
   }
 

@@ -5,7 +5,7 @@
  */
 import { drizzle, type DrizzleD1Database } from "drizzle-orm/d1";
 import { z } from "zod";
-import { ApiError, type ErrorDetail } from "../api/errors";
+import { DomainError, validationFailed } from "../domain/errors";
 import { infraPrices, modelPrices, priceVersions } from "../db/schema";
 import { nanoJson, nanoToExactUsdString, usdToNano } from "../domain/money";
 import {
@@ -277,8 +277,7 @@ export class PricingService {
   async put(body: PricingUpdate, now = Date.now()) {
     const parsed = PricingUpdateSchema.safeParse(body);
     if (!parsed.success) {
-      const details: ErrorDetail[] = parsed.error.issues.map((i) => ({ field: i.path.map(String).join(".") || "(root)", message: i.message }));
-      throw new ApiError("validation_failed", `Invalid request: ${details.map((d) => `${d.field}: ${d.message}`).slice(0, 3).join("; ")}`, details);
+      throw validationFailed(parsed.error);
     }
     const update = parsed.data;
     const effectiveFrom = update.effectiveFrom ? Date.parse(update.effectiveFrom) : now;
@@ -325,7 +324,7 @@ export class PricingService {
       .filter((m) => book.modelPrice(m.model, at) === undefined);
     if (unknown.length === 0) return;
     const names = [...new Set(unknown.map((m) => `"${m.model}"`))].join(", ");
-    throw new ApiError(
+    throw new DomainError(
       "unprocessable",
       `no price for model ${names}: add it with PUT /v1/pricing before using it`,
       unknown.map((m) => ({ field: m.field, message: `model "${m.model}" has no price` })),

@@ -9,13 +9,11 @@
  * one object request per refused request.
  */
 import { rateLimiterStub } from "../../durable-objects/rate-limiter/rpc";
-import type { Principal } from "../api/context";
+import type { CustomerPrincipal } from "../domain/principal";
 import { rateLimitDefaults } from "../domain/plan";
 import type { RateLimitConfig } from "../domain/token-bucket";
 import { LruCache } from "../lib/lru";
 import { errorMessage, log } from "../lib/log";
-
-type CustomerPrincipal = Extract<Principal, { kind: "customer" }>;
 
 export type Admission =
   | { outcome: "allowed" }

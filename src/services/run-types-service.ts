@@ -1,15 +1,16 @@
 import { and, asc, eq, gt, isNull, or } from "drizzle-orm";
 import type { DrizzleD1Database } from "drizzle-orm/d1";
 import { z } from "zod";
-import type { Principal } from "../api/context";
-import { ApiError } from "../api/errors";
+import type { Principal } from "../domain/principal";
+import { DomainError } from "../domain/errors";
 import { getPool, poolNames } from "../config/pools";
 import { runTypes } from "../db/schema";
 import { redactConfig } from "../domain/redaction";
 import { RetryPolicySchema } from "../domain/retry-policy";
 import { PLATFORM_SCOPE, customerScope, type SecretScope } from "../domain/secrets";
 import { PrioritySchema, StepSpecSchema, MAX_STEPS_PER_RUN } from "../domain/step-spec";
-import { clientName } from "../domain/names";
+import { CLIENT_NAME_PATTERN, clientName } from "../domain/names";
+import { cursorKey, nameCursor, pageOf } from "../domain/pagination";
 import type { CustomersService } from "./customers-service";
 import type { SecretsService } from "./secrets-service";
 import { assertStepSecrets, assertValidSteps, refineSteps } from "./step-validation";
@@ -37,7 +38,7 @@ export const secretScopeOfOwner = (owner: string | null): SecretScope => (owner 
 
 export function assertKnownPool(pool: string, field: string) {
   if (!getPool(pool)) {
-    throw new ApiError("unprocessable", `pool "${pool}" does not exist; pools: ${poolNames().join(", ")}`, [{ field, message: "unknown pool" }]);
+    throw new DomainError("unprocessable", `pool "${pool}" does not exist; pools: ${poolNames().join(", ")}`, [{ field, message: "unknown pool" }]);
   }
 }
 
@@ -50,6 +51,9 @@ const ownedBy = (owner: string | null) => (owner === null ? isNull(runTypes.owne
  * by one customer. A customer sees and runs the platform's and its own; another customer's is
  * "not found" to it. Customer-visible views are redacted (src/domain/redaction.ts).
  */
+/** By name. */
+const RUN_TYPES_CURSOR = nameCursor(CLIENT_NAME_PATTERN);
+
 export class RunTypesService {
   constructor(
     private readonly db: DrizzleD1Database,
@@ -64,13 +68,13 @@ export class RunTypesService {
    */
   async put(principal: Principal, name: string, definition: RunTypeDefinition, requestedOwner?: string) {
     if (principal.kind === "customer" && requestedOwner !== undefined && requestedOwner !== principal.customerId) {
-      throw new ApiError("forbidden", "a customer key may create run types only for itself", [{ field: "query.owner", message: "not your customer" }]);
+      throw new DomainError("forbidden", "a customer key may create run types only for itself", [{ field: "query.owner", message: "not your customer" }]);
     }
     const owner = principal.kind === "customer" ? principal.customerId : (requestedOwner ?? null);
     assertValidSteps(definition.steps);
     if (definition.pool) assertKnownPool(definition.pool, "pool");
     if (principal.kind === "admin" && owner !== null && !(await this.customers.exists(owner))) {
-      throw new ApiError("unprocessable", `customer "${owner}" does not exist`, [{ field: "query.owner", message: "unknown customer" }]);
+      throw new DomainError("unprocessable", `customer "${owner}" does not exist`, [{ field: "query.owner", message: "unknown customer" }]);
     }
     const existing = await this.db.select({ owner: runTypes.owner }).from(runTypes).where(eq(runTypes.name, name)).get();
     if (existing) assertMayReplace(principal, name, existing.owner, owner);
@@ -84,7 +88,7 @@ export class RunTypesService {
       .onConflictDoUpdate({ target: runTypes.name, set: { definition: json, updatedAt: now }, setWhere: ownedBy(owner) })
       .returning()
       .get();
-    if (!row) throw new ApiError("conflict", `run type name "${name}" is not available; choose another name`, [{ field: "param.name", message: "taken" }]);
+    if (!row) throw new DomainError("conflict", `run type name "${name}" is not available; choose another name`, [{ field: "param.name", message: "taken" }]);
     return { created: row.createdAt === now && row.updatedAt === now, runType: present(row, principal.kind === "customer") };
   }
 
@@ -100,20 +104,21 @@ export class RunTypesService {
       .from(runTypes)
       .where(and(eq(runTypes.name, name), principal.kind === "customer" ? visibleTo(principal.customerId) : undefined))
       .get();
-    if (!row) throw new ApiError("not_found", `run type "${name}" not found`);
+    if (!row) throw new DomainError("not_found", `run type "${name}" not found`);
     return present(row, principal.kind === "customer");
   }
 
   async list(principal: Principal, limit: number, cursor: string | undefined) {
+    const after = cursorKey(RUN_TYPES_CURSOR, cursor);
     const rows = await this.db
       .select()
       .from(runTypes)
-      .where(and(cursor ? gt(runTypes.name, cursor) : undefined, principal.kind === "customer" ? visibleTo(principal.customerId) : undefined))
+      .where(and(after ? gt(runTypes.name, after) : undefined, principal.kind === "customer" ? visibleTo(principal.customerId) : undefined))
       .orderBy(asc(runTypes.name))
       .limit(limit + 1)
       .all();
-    const page = rows.slice(0, limit);
-    return { runTypes: page.map((row) => present(row, principal.kind === "customer")), nextCursor: rows.length > limit ? page[page.length - 1]!.name : null };
+    const page = pageOf(rows, limit, (last) => RUN_TYPES_CURSOR.encode(last.name));
+    return { runTypes: page.items.map((row) => present(row, principal.kind === "customer")), nextCursor: page.nextCursor };
   }
 }
 
@@ -121,17 +126,17 @@ export class RunTypesService {
 function assertMayReplace(principal: Principal, name: string, current: string | null, requested: string | null): void {
   if (principal.kind === "customer") {
     if (current === null) {
-      throw new ApiError("forbidden", `run type "${name}" is platform-wide: only the admin key can replace it; choose another name`, [{ field: "param.name", message: "platform-wide" }]);
+      throw new DomainError("forbidden", `run type "${name}" is platform-wide: only the admin key can replace it; choose another name`, [{ field: "param.name", message: "platform-wide" }]);
     }
     if (current !== principal.customerId) {
-      throw new ApiError("conflict", `run type name "${name}" is not available; choose another name`, [{ field: "param.name", message: "taken" }]);
+      throw new DomainError("conflict", `run type name "${name}" is not available; choose another name`, [{ field: "param.name", message: "taken" }]);
     }
     return;
   }
   if (current !== requested) {
     const holder = current === null ? "platform-wide" : `owned by customer "${current}"`;
     const how = current === null ? "without ?owner" : `with ?owner=${current}`;
-    throw new ApiError("conflict", `run type "${name}" is ${holder}; a PUT cannot change a run type's owner (PUT ${how} to replace it)`, [{ field: "query.owner", message: "would change the owner" }]);
+    throw new DomainError("conflict", `run type "${name}" is ${holder}; a PUT cannot change a run type's owner (PUT ${how} to replace it)`, [{ field: "query.owner", message: "would change the owner" }]);
   }
 }
 

@@ -2,8 +2,9 @@ import { runStub } from "../../durable-objects/run/rpc";
 import { and, desc, eq, gte, lt, lte, or, type SQL } from "drizzle-orm";
 import type { DrizzleD1Database } from "drizzle-orm/d1";
 import type { RunDefinition } from "../domain/run-machine";
-import type { Principal } from "../api/context";
-import { ApiError } from "../api/errors";
+import type { Principal } from "../domain/principal";
+import { DomainError } from "../domain/errors";
+import { cursorKey, pageOf, timeAndIdCursor } from "../domain/pagination";
 import { DEFAULT_POOL } from "../config/pools";
 import { runs } from "../db/schema";
 import { isTerminalRun, type Priority, type RunStatus } from "../domain/run-status";
@@ -48,19 +49,8 @@ export interface ListRunsQuery {
 
 const RUN_ID = /^run_[0-9a-z]{24}$/;
 
-function encodeCursor(createdAt: number, id: string) {
-  return btoa(JSON.stringify([createdAt, id])).replace(/=+$/, "");
-}
-
-function decodeCursor(cursor: string): [number, string] {
-  try {
-    const value = JSON.parse(atob(cursor)) as unknown;
-    if (Array.isArray(value) && value.length === 2 && Number.isSafeInteger(value[0]) && typeof value[1] === "string") return [value[0], value[1]];
-  } catch {
-    // fall through to the error below
-  }
-  throw new ApiError("validation_failed", "cursor is not one this API returned", [{ field: "query.cursor", message: "invalid cursor" }]);
-}
+/** Newest first by (createdAt, id). */
+const RUNS_CURSOR = timeAndIdCursor(RUN_ID, "base64json");
 
 export class RunsService {
   constructor(
@@ -81,21 +71,21 @@ export class RunsService {
   private customerFor(principal: Principal, requested: string | undefined): string {
     if (principal.kind === "customer") {
       if (requested !== undefined && requested !== principal.customerId) {
-        throw new ApiError("forbidden", "a customer key may create runs only for its own customer", [{ field: "customerId", message: "not your customer" }]);
+        throw new DomainError("forbidden", "a customer key may create runs only for its own customer", [{ field: "customerId", message: "not your customer" }]);
       }
       return principal.customerId;
     }
-    if (!requested) throw new ApiError("validation_failed", "customerId is required with the admin key", [{ field: "customerId", message: "Required" }]);
+    if (!requested) throw new DomainError("validation_failed", "customerId is required with the admin key", [{ field: "customerId", message: "Required" }]);
     return requested;
   }
 
   async create(principal: Principal, body: CreateRunInput) {
     const customerId = this.customerFor(principal, body.customerId);
     if (!body.runType && !body.steps) {
-      throw new ApiError("validation_failed", "give either runType or steps", [{ field: "runType", message: "runType or steps is required" }]);
+      throw new DomainError("validation_failed", "give either runType or steps", [{ field: "runType", message: "runType or steps is required" }]);
     }
     if (body.runType && body.steps) {
-      throw new ApiError("validation_failed", "give runType or steps, not both", [{ field: "steps", message: "not allowed together with runType" }]);
+      throw new DomainError("validation_failed", "give runType or steps, not both", [{ field: "steps", message: "not allowed together with runType" }]);
     }
     if (body.steps) assertValidSteps(body.steps);
     const [runType, customerExists] = await Promise.all([
@@ -103,8 +93,8 @@ export class RunsService {
       body.runType ? this.runTypes.findFor(customerId, body.runType) : Promise.resolve(null),
       principal.kind === "admin" ? this.customers.exists(customerId) : Promise.resolve(true),
     ]);
-    if (!customerExists) throw new ApiError("unprocessable", `customer "${customerId}" does not exist`, [{ field: "customerId", message: "unknown customer" }]);
-    if (body.runType && !runType) throw new ApiError("unprocessable", `run type "${body.runType}" does not exist`, [{ field: "runType", message: "unknown run type" }]);
+    if (!customerExists) throw new DomainError("unprocessable", `customer "${customerId}" does not exist`, [{ field: "customerId", message: "unknown customer" }]);
+    if (body.runType && !runType) throw new DomainError("unprocessable", `run type "${body.runType}" does not exist`, [{ field: "runType", message: "unknown run type" }]);
 
     const steps = runType?.definition.steps ?? body.steps!;
     const pool = body.pool ?? runType?.definition.pool ?? DEFAULT_POOL;
@@ -152,7 +142,7 @@ export class RunsService {
       this.waitUntil(undoAdmission(this.env, customerId, id, admission, { runEnded: ended }).catch(() => {}));
     }
     if (!result.ok) {
-      throw new ApiError("idempotency_key_reused", `idempotency key "${body.idempotencyKey}" was already used for a different request (run ${result.run.id})`, [
+      throw new DomainError("idempotency_key_reused", `idempotency key "${body.idempotencyKey}" was already used for a different request (run ${result.run.id})`, [
         { field: "idempotencyKey", message: "already used with a different request body" },
       ]);
     }
@@ -186,10 +176,10 @@ export class RunsService {
 
   /** A run the principal may see; another tenant's run is indistinguishable from none. */
   private async snapshot(principal: Principal, runId: string) {
-    if (!RUN_ID.test(runId)) throw new ApiError("not_found", `run "${runId}" not found`);
+    if (!RUN_ID.test(runId)) throw new DomainError("not_found", `run "${runId}" not found`);
     const run = await this.stub(runId).get();
     if (!run || (principal.kind === "customer" && run.customerId !== principal.customerId)) {
-      throw new ApiError("not_found", `run "${runId}" not found`);
+      throw new DomainError("not_found", `run "${runId}" not found`);
     }
     return run;
   }
@@ -213,15 +203,14 @@ export class RunsService {
   async events(principal: Principal, runId: string, page: { after: number; limit: number }) {
     await this.snapshot(principal, runId);
     // One more than asked: whether another page exists, without a second call.
-    const rows = await this.stub(runId).events(page.after, page.limit + 1);
-    const events = rows.slice(0, page.limit);
-    return { events: events.map(presentEvent), nextCursor: rows.length > page.limit ? events[events.length - 1]!.seq : null };
+    const { items, nextCursor } = pageOf(await this.stub(runId).events(page.after, page.limit + 1), page.limit, (last) => last.seq);
+    return { events: items.map(presentEvent), nextCursor };
   }
 
   async cancel(principal: Principal, runId: string) {
     await this.snapshot(principal, runId);
     const reply = await this.stub(runId).cancel("cancelled by request");
-    if (!reply.ok) throw new ApiError("conflict", `run "${runId}" has already finished (${reply.run?.status}) and cannot be cancelled`);
+    if (!reply.ok) throw new DomainError("conflict", `run "${runId}" has already finished (${reply.run?.status}) and cannot be cancelled`);
     return presentRun(reply.run);
   }
 
@@ -229,7 +218,7 @@ export class RunsService {
     const run = await this.snapshot(principal, runId);
     await resumeAdmitted(this.env, run.customerId, runId, await this.customers.limits(run.customerId));
     const reply = await this.stub(runId).resume();
-    if (!reply.ok) throw new ApiError("conflict", `run "${runId}" is ${reply.run?.status}; only a failed run can be resumed`);
+    if (!reply.ok) throw new DomainError("conflict", `run "${runId}" is ${reply.run?.status}; only a failed run can be resumed`);
     return presentRun(reply.run);
   }
 
@@ -237,7 +226,7 @@ export class RunsService {
     const conditions: (SQL | undefined)[] = [];
     if (principal.kind === "customer") {
       if (query.customerId && query.customerId !== principal.customerId) {
-        throw new ApiError("forbidden", "a customer key may list only its own runs", [{ field: "query.customerId", message: "not your customer" }]);
+        throw new DomainError("forbidden", "a customer key may list only its own runs", [{ field: "query.customerId", message: "not your customer" }]);
       }
       conditions.push(eq(runs.customerId, principal.customerId));
     } else if (query.customerId) conditions.push(eq(runs.customerId, query.customerId));
@@ -246,10 +235,8 @@ export class RunsService {
     if (query.runType) conditions.push(eq(runs.runType, query.runType));
     if (query.from) conditions.push(gte(runs.createdAt, Date.parse(query.from)));
     if (query.to) conditions.push(lte(runs.createdAt, Date.parse(query.to)));
-    if (query.cursor) {
-      const [createdAt, id] = decodeCursor(query.cursor);
-      conditions.push(or(lt(runs.createdAt, createdAt), and(eq(runs.createdAt, createdAt), lt(runs.id, id))));
-    }
+    const after = cursorKey(RUNS_CURSOR, query.cursor);
+    if (after) conditions.push(or(lt(runs.createdAt, after.at), and(eq(runs.createdAt, after.at), lt(runs.id, after.id))));
     const rows = await this.db
       .select()
       .from(runs)
@@ -257,10 +244,9 @@ export class RunsService {
       .orderBy(desc(runs.createdAt), desc(runs.id))
       .limit(query.limit + 1)
       .all();
-    const page = rows.slice(0, query.limit);
-    const last = page[page.length - 1];
+    const page = pageOf(rows, query.limit, (last) => RUNS_CURSOR.encode({ at: last.createdAt, id: last.id }));
     return {
-      runs: page.map((r) => ({
+      runs: page.items.map((r) => ({
         id: r.id,
         customerId: r.customerId,
         projectId: r.projectId,
@@ -274,7 +260,7 @@ export class RunsService {
         durationMs: r.durationMs,
         ...(r.failureType ? { failure: { type: r.failureType, step: r.failedStep } } : {}),
       })),
-      nextCursor: rows.length > query.limit && last ? encodeCursor(last.createdAt, last.id) : null,
+      nextCursor: page.nextCursor,
     };
   }
 }

@@ -1,7 +1,8 @@
 import { and, asc, eq, gt, inArray } from "drizzle-orm";
 import type { DrizzleD1Database } from "drizzle-orm/d1";
-import type { Principal } from "../api/context";
-import { ApiError } from "../api/errors";
+import type { Principal } from "../domain/principal";
+import { DomainError } from "../domain/errors";
+import { cursorKey, nameCursor, pageOf } from "../domain/pagination";
 import { secrets } from "../db/schema";
 import type { StepFailure } from "../domain/run-machine";
 import { PLATFORM_SCOPE, SECRET_NAME_PATTERN, customerScope, describeScope, type SecretScope } from "../domain/secrets";
@@ -52,6 +53,9 @@ export type SecretsResolution = { ok: true; values: Map<string, string> } | { ok
  * secrets SECRET_<NAME>, then what the admin stored). Values are written and read here only;
  * nothing this service returns to a route holds one.
  */
+/** By name, stored and Worker secrets alike. */
+const SECRETS_CURSOR = nameCursor(SECRET_NAME_PATTERN);
+
 export class SecretsService {
   constructor(
     private readonly env: Env,
@@ -71,10 +75,10 @@ export class SecretsService {
 
   async put(principal: Principal, name: string, value: string): Promise<{ created: boolean; secret: SecretView }> {
     const problem = this.keyProblem();
-    if (problem) throw new ApiError("misconfigured", problem);
+    if (problem) throw new DomainError("misconfigured", problem);
     const scope = scopeOf(principal);
     if (scope === PLATFORM_SCOPE && workerSecret(this.env, name) !== undefined) {
-      throw new ApiError("conflict", `secret "${name}" is the Worker secret ${WORKER_PREFIX}${name}: change it with \`wrangler secret put ${WORKER_PREFIX}${name}\``, [{ field: "param.name", message: "set on the Worker" }]);
+      throw new DomainError("conflict", `secret "${name}" is the Worker secret ${WORKER_PREFIX}${name}: change it with \`wrangler secret put ${WORKER_PREFIX}${name}\``, [{ field: "param.name", message: "set on the Worker" }]);
     }
     const sealed = await sealSecret(this.env.SECRETS_KEY, scope, name, value);
     const now = Date.now();
@@ -92,18 +96,19 @@ export class SecretsService {
     const deleted = await this.db.delete(secrets).where(and(eq(secrets.scope, scope), eq(secrets.name, name))).returning({ name: secrets.name }).all();
     if (deleted.length > 0) return;
     if (scope === PLATFORM_SCOPE && workerSecret(this.env, name) !== undefined) {
-      throw new ApiError("conflict", `secret "${name}" is the Worker secret ${WORKER_PREFIX}${name}: remove it with \`wrangler secret delete ${WORKER_PREFIX}${name}\``);
+      throw new DomainError("conflict", `secret "${name}" is the Worker secret ${WORKER_PREFIX}${name}: remove it with \`wrangler secret delete ${WORKER_PREFIX}${name}\``);
     }
-    throw new ApiError("not_found", `secret "${name}" not found`);
+    throw new DomainError("not_found", `secret "${name}" not found`);
   }
 
   /** Names and times of the principal's own secrets (the admin: the platform's, Worker secrets included), by name. */
   async list(principal: Principal, limit: number, cursor: string | undefined): Promise<{ secrets: SecretView[]; nextCursor: string | null }> {
     const scope = scopeOf(principal);
+    const after = cursorKey(SECRETS_CURSOR, cursor);
     const rows = await this.db
       .select({ name: secrets.name, createdAt: secrets.createdAt, updatedAt: secrets.updatedAt })
       .from(secrets)
-      .where(and(eq(secrets.scope, scope), cursor ? gt(secrets.name, cursor) : undefined))
+      .where(and(eq(secrets.scope, scope), after ? gt(secrets.name, after) : undefined))
       .orderBy(asc(secrets.name))
       .limit(limit + 1)
       .all();
@@ -111,12 +116,12 @@ export class SecretsService {
     if (scope === PLATFORM_SCOPE) {
       // A Worker secret is the one steps get, also over a stored one of the same name.
       for (const name of workerSecretNames(this.env)) {
-        if (!cursor || name > cursor) views.set(name, { name, source: "worker", createdAt: null, updatedAt: null });
+        if (!after || name > after) views.set(name, { name, source: "worker", createdAt: null, updatedAt: null });
       }
     }
     const all = [...views.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-    const page = all.slice(0, limit);
-    return { secrets: page, nextCursor: all.length > limit ? page[page.length - 1]!.name : null };
+    const page = pageOf(all, limit, (last) => SECRETS_CURSOR.encode(last.name));
+    return { secrets: page.items, nextCursor: page.nextCursor };
   }
 
   /** The names among `names` that do not exist in `scope` (what a run or run type may not refer to). */

@@ -1,6 +1,6 @@
 import type { z } from "zod";
-import { ApiError, fieldPath, type ErrorDetail } from "../api/errors";
-import { TOO_DEEP_MESSAGE, exceedsJsonDepth } from "../api/json-limits";
+import { DomainError, fieldPath, summarizeDetails, type ErrorDetail } from "../domain/errors";
+import { TOO_DEEP_MESSAGE, exceedsJsonDepth } from "../domain/json-limits";
 import { PLATFORM_SCOPE, SECRET_NAME_MESSAGE, describeScope, secretReferences, type SecretScope } from "../domain/secrets";
 import { stepListIssues, type StepSpec } from "../domain/step-spec";
 import { getStepType, validateStepConfig } from "../steps/registry";
@@ -50,7 +50,7 @@ export function refineSteps(steps: StepSpec[], ctx: z.RefinementCtx): void {
 export function assertValidSteps(steps: StepSpec[], prefix = "steps"): void {
   const details: ErrorDetail[] = stepIssues(steps).map((issue) => ({ field: fieldPath([prefix, ...issue.path]), message: issue.message }));
   if (details.length > 0) {
-    throw new ApiError("validation_failed", `Invalid steps: ${details.slice(0, 3).map((d) => `${d.field}: ${d.message}`).join("; ")}`, details);
+    throw new DomainError("validation_failed", `Invalid steps: ${summarizeDetails(details)}`, details);
   }
 }
 
@@ -102,5 +102,5 @@ export async function assertStepSecrets(secrets: SecretsService, scope: SecretSc
       details.push({ field: where(ref.path), message: `step "${ref.step}" refers to secret "${ref.name}", which does not exist among ${describeScope(scope)}${hint}` });
     }
   }
-  if (details.length > 0) throw new ApiError("unprocessable", details.slice(0, 3).map((d) => `${d.field}: ${d.message}`).join("; "), details);
+  if (details.length > 0) throw new DomainError("unprocessable", summarizeDetails(details), details);
 }

@@ -2,6 +2,7 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { DEFAULT_INFRA_USD_PER_MILLION, INFRA_METER_NAMES, PriceBook, pricePerMillion } from "../../src/domain/pricing";
 import { PricingService, cachedPriceBook, priceBookCovering } from "../../src/services/pricing-service";
+import { ERROR_STATUS, type ErrorCode } from "../../src/api/errors";
 import { api, newCustomer } from "../helpers";
 
 describe("seeded prices (migration 0002)", () => {
@@ -229,7 +230,9 @@ describe("PricingService", () => {
     const pricing = new PricingService(env);
     await expect(pricing.assertKnownModels(["gpt-4o-mini", "claude-sonnet-4"])).resolves.toBeUndefined();
     const refused = await pricing.assertKnownModels(["gpt-4o", { model: "gpt-9", field: "steps.1.config.model" }]).catch((e) => e);
-    expect(refused).toMatchObject({ code: "unprocessable", status: 422, details: [{ field: "steps.1.config.model", message: 'model "gpt-9" has no price' }] });
+    // A transport-free DomainError; the HTTP edge answers its code with 422.
+    expect(refused).toMatchObject({ code: "unprocessable", details: [{ field: "steps.1.config.model", message: 'model "gpt-9" has no price' }] });
+    expect(ERROR_STATUS[refused.code as ErrorCode]).toBe(422);
     expect(refused.message).toContain('"gpt-9"');
     // A model priced only from a future date is unknown now.
     await expect(pricing.assertKnownModels(["future-model"], Date.parse("2000-01-01"))).rejects.toMatchObject({ code: "unprocessable" });

@@ -3,6 +3,7 @@ import type { App } from "../context";
 import { adminOnly } from "../auth";
 import { ClientName, ERRORS, PageQuery, bearer, json, jsonBody } from "../openapi";
 import { FAILURE_TYPES } from "../../domain/run-status";
+import { DLQ_ENTRY_ID } from "../../services/dlq-service";
 
 const Filter = {
   pool: ClientName("pool").optional(),
@@ -29,7 +30,7 @@ const Entry = z
   })
   .openapi("DlqEntry");
 
-const EntryId = z.object({ id: z.string().regex(/^dlq_[0-9a-z]{1,64}$/, "not a dead-letter entry id") });
+const EntryId = z.object({ id: z.string().regex(DLQ_ENTRY_ID, "not a dead-letter entry id") });
 
 const list = createRoute({
   method: "get",
@@ -43,7 +44,7 @@ const list = createRoute({
       ...Filter,
       state: z.enum(["open", "retried", "discarded"]).default("open"),
       limit: PageQuery.limit,
-      cursor: z.string().regex(/^\d+:dlq_[0-9a-z]+$/, "cursor is not one this API returned").optional(),
+      cursor: PageQuery.cursor,
     }),
   },
   responses: { 200: json(z.object({ entries: z.array(Entry), nextCursor: z.string().nullable() }), "A page of entries"), 400: ERRORS[400], 401: ERRORS[401], 403: ERRORS[403] },
