@@ -16,6 +16,7 @@ import {
   type StepStatus,
 } from "./run-status";
 import { getStepType } from "../steps/registry";
+import type { StepFailure } from "./run-status";
 
 export interface StepDefinition {
   name: string;
@@ -51,14 +52,7 @@ export interface RunDefinition {
   createdAt: number;
 }
 
-export interface StepFailure {
-  type: FailureType;
-  message: string;
-  /** The platform lost the attempt (its worker stopped reporting): retried on the platform's budget. */
-  platform?: boolean;
-  /** A dependency asked us to wait this long before trying again (HTTP Retry-After). */
-  retryAfterMs?: number;
-}
+export type { StepFailure } from "./run-status";
 
 export interface AttemptRecord {
   attempt: number;

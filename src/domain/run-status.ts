@@ -26,6 +26,16 @@ export const FAILURE_TYPES = [
 ] as const;
 export type FailureType = (typeof FAILURE_TYPES)[number];
 
+/** Why an attempt failed, as a step type reports it and the run machine records it. */
+export interface StepFailure {
+  type: FailureType;
+  message: string;
+  /** The platform lost the attempt (its worker stopped reporting): retried on the platform's budget. */
+  platform?: boolean;
+  /** A dependency asked us to wait this long before trying again (HTTP Retry-After). */
+  retryAfterMs?: number;
+}
+
 const TERMINAL_RUN: ReadonlySet<RunStatus> = new Set(["succeeded", "failed", "cancelled"]);
 const FINISHED_STEP: ReadonlySet<StepStatus> = new Set(["succeeded", "failed", "skipped", "cancelled"]);
 const ACTIVE_STEP: ReadonlySet<StepStatus> = new Set(["queued", "running", "waiting"]);

@@ -1,5 +1,5 @@
 import type { z } from "zod";
-import type { StepFailure } from "../domain/run-machine";
+import type { StepFailure } from "../domain/run-status";
 import type { TokenUsage } from "../domain/token-usage";
 import type { WorstCaseTokens } from "../domain/worst-case";
 
