@@ -26,8 +26,8 @@ export function applyLocalMigrations({ persist, config }) {
  * --var, its output (stdout and stderr) written to `logFile`. Detached: its own process group,
  * so that signalGroup reaches the workerd it starts too.
  */
-export function spawnDev({ port, persist, config, vars = {}, logFile }) {
-  const args = ["dev", "--local", ...(config ? ["--config", config] : []), "--port", String(port), "--persist-to", persist, "--log-level", "warn"];
+export function spawnDev({ port, persist, config, vars = {}, logFile, extraArgs = [] }) {
+  const args = ["dev", "--local", ...(config ? ["--config", config] : []), "--port", String(port), "--persist-to", persist, "--log-level", "warn", ...extraArgs];
   for (const [k, v] of Object.entries(vars)) args.push("--var", `${k}:${v}`);
   const child = spawn("wrangler", args, { env: wranglerEnv(), cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], detached: true });
   const log = createWriteStream(logFile);
