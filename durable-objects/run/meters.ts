@@ -50,11 +50,12 @@ export function addOverhead(meter: OverheadMeter, add: Partial<OverheadMeter>): 
 
 /**
  * D1 rows one run index message writes (src/data-plane/events-consumer.ts): the `runs` row
- * with its primary key and three indexes, and each attempt row with its primary key and index.
+ * with its primary key and its indexes, and each attempt row (WITHOUT ROWID: the key is the row)
+ * with its started_at index entry.
  * Measured in test/integration/costs.test.ts against real D1.
  */
-export const INDEX_ROWS_PER_RUN = 5;
-export const INDEX_ROWS_PER_ATTEMPT = 3;
+export const INDEX_ROWS_PER_RUN = 6;
+export const INDEX_ROWS_PER_ATTEMPT = 2;
 /** D1 rows per cost rollup row: the row and its index entry. */
 export const D1_ROWS_PER_ROLLUP_ROW = 2;
 /** Ledger rows per delivery: the run's totals, the month's spend, the outbox entry and its deletion, the hold settled. */

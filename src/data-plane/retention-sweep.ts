@@ -17,7 +17,7 @@ export async function sweepRetention(env: Env, now = Date.now()): Promise<Record
   // Each statement deletes at most BATCH rows, found through an index on its time column.
   const statements: [string, D1PreparedStatement][] = [
     ["runs", db.prepare(`DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE created_at < ?1 AND status IN ('succeeded', 'failed', 'cancelled') LIMIT ?2)`).bind(cut.stepDetail, BATCH)],
-    ["step_attempts", db.prepare(`DELETE FROM step_attempts WHERE rowid IN (SELECT rowid FROM step_attempts WHERE started_at < ?1 LIMIT ?2)`).bind(cut.stepDetail, BATCH)],
+    ["step_attempts", db.prepare(`DELETE FROM step_attempts WHERE (run_id, step_index, attempt) IN (SELECT run_id, step_index, attempt FROM step_attempts WHERE started_at < ?1 LIMIT ?2)`).bind(cut.stepDetail, BATCH)],
     ["dead_events", db.prepare(`DELETE FROM dead_events WHERE id IN (SELECT id FROM dead_events WHERE received_at < ?1 LIMIT ?2)`).bind(cut.stepDetail, BATCH)],
     ["dlq_entries (retried)", db.prepare(`DELETE FROM dlq_entries WHERE id IN (SELECT id FROM dlq_entries WHERE state = 'retried' AND dead_at < ?1 LIMIT ?2)`).bind(cut.resolvedDlq, BATCH)],
     ["dlq_entries (discarded)", db.prepare(`DELETE FROM dlq_entries WHERE id IN (SELECT id FROM dlq_entries WHERE state = 'discarded' AND dead_at < ?1 LIMIT ?2)`).bind(cut.resolvedDlq, BATCH)],

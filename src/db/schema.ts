@@ -108,6 +108,7 @@ export const runs = sqliteTable(
   ],
 );
 
+/** Hand-edited in migration 0007: WITHOUT ROWID, so an attempt costs two D1 rows written, not three. */
 export const stepAttempts = sqliteTable(
   "step_attempts",
   {

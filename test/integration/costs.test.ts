@@ -1,6 +1,7 @@
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { ledgerStub } from "../../durable-objects/ledger/rpc";
+import { INDEX_ROWS_PER_ATTEMPT, INDEX_ROWS_PER_RUN } from "../../durable-objects/run/meters";
 import { costNano } from "../../src/domain/pricing";
 import { api, createRun, isFinished, newCustomer, synthetic, waitForRun } from "../helpers";
 
@@ -179,5 +180,21 @@ describe("budgets", () => {
     expect(resumed.body.error.code).toBe("budget_exhausted");
     // A failed-by-budget run is not a dead letter.
     expect((await api("GET", `/v1/dlq?customerId=${customer.id}`)).body.entries).toHaveLength(0);
+  });
+});
+
+describe("the D1 rows a run is billed for are the rows D1 writes", () => {
+  it("an attempt row costs INDEX_ROWS_PER_ATTEMPT rows written (WITHOUT ROWID: the key is the row), a new run row INDEX_ROWS_PER_RUN", async () => {
+    const id = `run_rows_${Math.random().toString(36).slice(2, 10)}`;
+    const run = await env.DB.prepare(
+      `INSERT INTO runs (id, customer_id, project_id, run_type, pool, priority, status, created_at, version, updated_at, due_at)
+       VALUES (?1, 'rows-customer', 'proj', NULL, 'standard', 'normal', 'running', ?2, 1, ?2, ?2)`,
+    ).bind(id, Date.now()).run();
+    expect(run.meta.rows_written).toBe(INDEX_ROWS_PER_RUN);
+    const attempt = await env.DB.prepare(
+      `INSERT INTO step_attempts (run_id, step_index, attempt, step, step_type, customer_id, project_id, run_type, pool, status, started_at)
+       VALUES (?1, 0, 1, 'a', 'synthetic', 'rows-customer', 'proj', NULL, 'standard', 'running', ?2)`,
+    ).bind(id, Date.now()).run();
+    expect(attempt.meta.rows_written).toBe(INDEX_ROWS_PER_ATTEMPT);
   });
 });
