@@ -35,3 +35,9 @@ export function insertRows(storage: DurableObjectStorage, statement: string, row
     countUsage("do_rows_written", cursor.rowsWritten);
   }
 }
+
+/** Adds a column unless the table has it already: a migration step that is safe to repeat. */
+export function addColumnIfNotExists(storage: DurableObjectStorage, table: string, column: string, type: string): void {
+  const columns = storage.sql.exec<{ name: string }>(`PRAGMA table_info(${table})`).toArray().map((c) => c.name);
+  if (columns.length > 0 && !columns.includes(column)) storage.sql.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${type}`);
+}

@@ -17,6 +17,7 @@ import { nanoToUsdString } from "../../src/domain/money";
 import { errorMessage, log } from "../../src/lib/log";
 import { countD1, countUsage } from "../../src/lib/usage";
 import { sqlHelper } from "../sql";
+import { ensureLedgerSchema } from "./schema";
 import {
   AdmitInputSchema,
   BudgetInputSchema,
@@ -33,7 +34,6 @@ import {
   type ReserveReply,
 } from "./rpc";
 
-const SCHEMA_VERSION = 3;
 const DAY_MS = 86_400_000;
 /** Per-run totals are kept this long (two full months), for reconciliation and deduplication. */
 export const DETAIL_KEPT_MS = 62 * DAY_MS;
@@ -55,34 +55,7 @@ export class CustomerLedger extends DurableObject implements CustomerLedgerApi {
 
   private ensureSchema() {
     if (this.schemaReady) return;
-    this.ctx.storage.transactionSync(() => {
-      this.ctx.storage.sql.exec(`
-        CREATE TABLE IF NOT EXISTS budget (id INTEGER PRIMARY KEY CHECK (id = 1), limit_nano_usd TEXT, soft_thresholds TEXT NOT NULL);
-        CREATE TABLE IF NOT EXISTS spend (month TEXT PRIMARY KEY, nano_usd TEXT NOT NULL);
-        CREATE TABLE IF NOT EXISTS alerted (month TEXT NOT NULL, threshold REAL NOT NULL, PRIMARY KEY (month, threshold));
-        CREATE TABLE IF NOT EXISTS schema_meta (version INTEGER NOT NULL);`);
-      const version = this.sql<{ version: number }>`SELECT version FROM schema_meta`[0]?.version ?? 1;
-      if (version < SCHEMA_VERSION) {
-        // v1 kept holds without expiry (they could leak forever) and deduplicated by event id:
-        // both are replaced; what v1 counted stays in spend.
-        this.ctx.storage.sql.exec(`
-          DROP TABLE IF EXISTS reservations;
-          DROP TABLE IF EXISTS recorded;
-          DROP TABLE IF EXISTS batches;
-          CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, months TEXT NOT NULL, updated_at INTEGER NOT NULL);
-          CREATE TABLE IF NOT EXISTS holds (id TEXT PRIMARY KEY, run_id TEXT NOT NULL, nano_usd TEXT NOT NULL, expires_at INTEGER NOT NULL);
-          CREATE TABLE IF NOT EXISTS active_runs (run_id TEXT PRIMARY KEY, admitted_at INTEGER NOT NULL, limited INTEGER NOT NULL DEFAULT 0);
-          CREATE TABLE IF NOT EXISTS outbox (key TEXT PRIMARY KEY, version INTEGER NOT NULL, body TEXT NOT NULL);
-          DELETE FROM schema_meta;
-          INSERT INTO schema_meta (version) VALUES (2);`);
-      }
-      if (version < 3) {
-        // v3 tracks every run in flight (for the per-customer cap), and which of them know of the budget.
-        const columns = this.sql<{ name: string }>`PRAGMA table_info(active_runs)`.map((c) => c.name);
-        if (!columns.includes("limited")) this.ctx.storage.sql.exec("ALTER TABLE active_runs ADD COLUMN limited INTEGER NOT NULL DEFAULT 0");
-        this.ctx.storage.sql.exec(`DELETE FROM schema_meta; INSERT INTO schema_meta (version) VALUES (${SCHEMA_VERSION});`);
-      }
-    });
+    ensureLedgerSchema(this.ctx.storage);
     this.schemaReady = true;
   }
 

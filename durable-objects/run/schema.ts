@@ -5,6 +5,7 @@
  *  v3: the cost journal (costs, cost_state) and each step's attempt meter.
  *  v4: each step's dispatch resends and platform failures.
  */
+import { addColumnIfNotExists } from "../sql";
 import { COST_JOURNAL_SCHEMA } from "./cost-journal";
 
 export const SCHEMA_VERSION = 4;
@@ -35,13 +36,9 @@ export function migrateSchema(storage: DurableObjectStorage) {
   const version = hasMeta ? Number(storage.sql.exec<{ version: number }>("SELECT version FROM schema_meta").toArray()[0]?.version ?? 0) : 0;
   if (version >= SCHEMA_VERSION) return;
   storage.transactionSync(() => {
-    const stepColumns = storage.sql.exec<{ name: string }>("PRAGMA table_info(steps)").toArray().map((c) => c.name);
-    const addColumn = (name: string, type: string) => {
-      if (stepColumns.length > 0 && !stepColumns.includes(name)) storage.sql.exec(`ALTER TABLE steps ADD COLUMN ${name} ${type}`);
-    };
-    addColumn("meter", "TEXT");
-    addColumn("resends", "INTEGER NOT NULL DEFAULT 0");
-    addColumn("platform_failures", "INTEGER NOT NULL DEFAULT 0");
+    addColumnIfNotExists(storage, "steps", "meter", "TEXT");
+    addColumnIfNotExists(storage, "steps", "resends", "INTEGER NOT NULL DEFAULT 0");
+    addColumnIfNotExists(storage, "steps", "platform_failures", "INTEGER NOT NULL DEFAULT 0");
     storage.sql.exec(`${TABLES} ${setVersion}`);
   });
 }
