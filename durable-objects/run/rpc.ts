@@ -1,9 +1,9 @@
 /** The run object's RPC contract: zod schemas for what callers send, types for what they get. */
 import { z } from "zod";
-import type { FailureType, Priority, RunStatus, StepStatus } from "../../src/domain/run-status";
+import type { FailureType, RunStatus, StepStatus } from "../../src/domain/run-status";
 import { FAILURE_TYPES, PRIORITIES } from "../../src/domain/run-status";
 import { RetryPolicySchema } from "../../src/domain/retry-policy";
-import type { Rejection } from "../../src/domain/run-machine";
+import type { Rejection, RunIdentity } from "../../src/domain/run-machine";
 import type { JsonValue } from "../../src/domain/input-references";
 import { TokenUsageListSchema } from "../../src/domain/token-usage";
 import { truncateText } from "../../src/lib/text";
@@ -117,13 +117,7 @@ export interface RunCostView {
   pendingRecords: number;
 }
 
-export interface RunSnapshot {
-  id: string;
-  customerId: string;
-  projectId: string;
-  runType: string | null;
-  pool: string;
-  priority: Priority;
+export interface RunSnapshot extends RunIdentity {
   status: RunStatus;
   input: JsonValue;
   metadata: JsonObject;

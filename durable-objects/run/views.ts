@@ -1,18 +1,13 @@
 /** The run as its callers see it (GET /v1/runs/:id and every command's reply). */
 import type { JsonValue } from "../../src/domain/input-references";
-import type { RunState } from "../../src/domain/run-machine";
+import { identityOf, type RunState } from "../../src/domain/run-machine";
 import type { JsonObject, RunSnapshot } from "./rpc";
 
 /** What every view of a run starts with (the snapshot, the D1 index row): who, where, and how far. */
 export function runHeadline(state: RunState) {
   const def = state.def;
   return {
-    id: def.id,
-    customerId: def.customerId,
-    projectId: def.projectId,
-    runType: def.runType,
-    pool: def.pool,
-    priority: def.priority,
+    ...identityOf(def),
     status: state.status,
     createdAt: def.createdAt,
     startedAt: state.startedAt,

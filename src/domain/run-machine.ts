@@ -26,13 +26,22 @@ export interface StepDefinition {
   timeoutMs?: number;
 }
 
-export interface RunDefinition {
+/** Who a run belongs to and where it runs: the fields every shape of a run starts with. */
+export interface RunIdentity {
   id: string;
   customerId: string;
   projectId: string;
   runType: string | null;
   pool: string;
   priority: Priority;
+}
+
+/** The fields of a RunIdentity, for copying one out of a larger shape. */
+export function identityOf(run: RunIdentity): RunIdentity {
+  return { id: run.id, customerId: run.customerId, projectId: run.projectId, runType: run.runType, pool: run.pool, priority: run.priority };
+}
+
+export interface RunDefinition extends RunIdentity {
   input: unknown;
   metadata: Record<string, unknown>;
   steps: StepDefinition[];

@@ -1,4 +1,5 @@
 import type { RunCostView, RunEvent, RunSnapshot } from "../../durable-objects/run/rpc";
+import { identityOf } from "../domain/run-machine";
 import { nanoJson, nanoToUsdString } from "../domain/money";
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
@@ -19,12 +20,7 @@ export function presentCost(cost: RunCostView) {
 /** A run as the API shows it: ISO timestamps, derived duration, and its cost (the sum of its priced cost records). */
 export function presentRun(run: RunSnapshot) {
   return {
-    id: run.id,
-    customerId: run.customerId,
-    projectId: run.projectId,
-    runType: run.runType,
-    pool: run.pool,
-    priority: run.priority,
+    ...identityOf(run),
     status: run.status,
     input: run.input,
     metadata: run.metadata,

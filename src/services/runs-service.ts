@@ -1,7 +1,7 @@
 import { runStub } from "../../durable-objects/run/rpc";
 import { and, desc, eq, gte, lt, lte, or, type SQL } from "drizzle-orm";
 import type { DrizzleD1Database } from "drizzle-orm/d1";
-import type { RunDefinition } from "../domain/run-machine";
+import { identityOf, type RunDefinition } from "../domain/run-machine";
 import type { Principal } from "../domain/principal";
 import { DomainError } from "../domain/errors";
 import { cursorKey, pageOf, timeAndIdCursor } from "../domain/pagination";
@@ -152,12 +152,7 @@ export class RunsService {
     const indexed = this.db
       .insert(runs)
       .values({
-        id: run.id,
-        customerId: run.customerId,
-        projectId: run.projectId,
-        runType: run.runType,
-        pool: run.pool,
-        priority: run.priority,
+        ...identityOf(run),
         status: run.status,
         createdAt: run.createdAt,
         idempotencyKey: def.idempotencyKey,
