@@ -143,7 +143,6 @@ async function main() {
       await s.send("Profiler.setSamplingInterval", { interval: 250 });
       await s.send("Profiler.start");
     }
-    const started = process.cpuUsage();
     const wall = Date.now();
     await new Promise((resolve, reject) => {
       const bench = spawn(process.execPath, [path.join(ROOT, "scripts", "bench.mjs"), "--variants", "runplane", "--url", base, "--runs", String(opts.runs), "--steps", String(opts.steps), "--rounds", "1"], {
@@ -152,7 +151,6 @@ async function main() {
       });
       bench.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`bench exited ${code}`))));
     });
-    void started;
     const totals = new Map();
     const otherSelf = new Map();
     for (const s of sessions) {

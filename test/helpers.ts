@@ -24,11 +24,12 @@ export async function api(method: string, path: string, options: { key?: string 
 
 let counter = 0;
 /** A customer with its own API key; ids are unique per test file. */
-export async function newCustomer(prefix = "cust") {
+/** A new customer (with `plan` when given) and its first key. */
+export async function newCustomer(prefix = "cust", plan?: Record<string, unknown>) {
   const id = `${prefix}-${++counter}-${Math.random().toString(36).slice(2, 8)}`;
-  const res = await api("POST", "/v1/customers", { body: { id, name: `Customer ${id}` } });
+  const res = await api("POST", "/v1/customers", { body: { id, name: `Customer ${id}`, ...(plan ? { plan } : {}) } });
   if (res.status !== 201) throw new Error(`customer create failed: ${res.status} ${JSON.stringify(res.body)}`);
-  return { id, key: res.body.apiKey as string };
+  return { id, key: res.body.apiKey as string, keyId: res.body.keyId as string, customer: res.body.customer };
 }
 
 export async function createRun(key: string, body: Record<string, unknown>) {

@@ -10,6 +10,7 @@ import { nanoJson, nanoToUsdString, usdToNano } from "../domain/money";
 import { DEFAULT_MAX_RUNS_IN_FLIGHT, parseStoredPlan, type StoredPlan } from "../domain/plan";
 import type { RateLimitConfig } from "../domain/token-bucket";
 import { newId, sha256Hex } from "../lib/ids";
+import { LruCache } from "../lib/lru";
 import { errorMessage, log } from "../lib/log";
 import { AuthService } from "./auth-service";
 import type { RateLimitService } from "./rate-limit-service";
@@ -37,7 +38,7 @@ function toNano(value: string | number, field: string): bigint {
 }
 
 /** Per-isolate cache of each customer's plan limits: a run submission should not cost a D1 read. */
-const limitsCache = new Map<string, { limits: { maxRunsInFlight?: number }; until: number }>();
+const limitsCache = new LruCache<string, { maxRunsInFlight?: number }>(10_000);
 const LIMITS_TTL_MS = 30_000;
 
 /** By id; a customer id is a client name or a server-made `cus_…`, both CLIENT_NAME_PATTERN. */
@@ -137,11 +138,10 @@ export class CustomersService {
   /** The plan's admission limits (absent: the platform's defaults), cached per isolate for 30 s. */
   async limits(id: string): Promise<{ maxRunsInFlight?: number }> {
     const hit = limitsCache.get(id);
-    if (hit && hit.until > Date.now()) return hit.limits;
+    if (hit) return hit;
     const row = await this.db.select({ plan: customers.plan }).from(customers).where(eq(customers.id, id)).get();
     const limits = row ? { maxRunsInFlight: parseStoredPlan(row.plan).maxRunsInFlight } : {};
-    if (limitsCache.size > 10_000) limitsCache.clear();
-    limitsCache.set(id, { limits, until: Date.now() + LIMITS_TTL_MS });
+    limitsCache.set(id, limits, LIMITS_TTL_MS);
     return limits;
   }
 

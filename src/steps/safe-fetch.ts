@@ -11,7 +11,7 @@ import {
   type DestinationRule,
 } from "../domain/destination-policy";
 import { log } from "../lib/log";
-import { SECRET_MASK } from "../domain/secrets";
+import { scrubSecrets } from "../domain/secrets";
 
 /** The settings the policy is built from (all optional: absent means the production default). */
 export interface PolicyEnv {
@@ -214,7 +214,7 @@ export function declaredLength(response: Response): number | null {
  */
 export function scrubCredentials(text: string, known: readonly (string | undefined)[] = [], tenantSecrets: readonly string[] = []): string {
   let out = text;
-  for (const value of tenantSecrets) if (value) out = out.split(value).join(SECRET_MASK);
+  out = scrubSecrets(out, tenantSecrets);
   for (const value of known) if (value && value.length >= 8) out = out.split(value).join("[redacted]");
   return out
     .replace(/\b(Bearer|Basic|Token)\s+[^\s"',;]+/gi, "$1 [redacted]")

@@ -34,12 +34,7 @@ async function inBatches<T>(n: number, width: number, fn: () => Promise<T>): Pro
 
 const bogusToken = () => `rp_bogus_${crypto.randomUUID()}`;
 
-async function customerWithPlan(plan: Record<string, unknown>) {
-  const id = `sec-${crypto.randomUUID().slice(0, 8)}`;
-  const res = await api("POST", "/v1/customers", { body: { id, name: id, plan } });
-  expect(res.status).toBe(201);
-  return { id, key: res.body.apiKey as string, keyId: res.body.keyId as string };
-}
+const customerWithPlan = (plan: Record<string, unknown>) => newCustomer("sec", plan);
 
 /** Adds a key row straight to D1 for `token` (as if made elsewhere). */
 async function insertKey(customerId: string, token: string) {

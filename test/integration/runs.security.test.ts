@@ -13,12 +13,7 @@ afterEach(() => vi.restoreAllMocks());
 const rand = () => Math.random().toString(36).slice(2, 8);
 const nap = (name: string, durationMs = 60_000) => ({ name, type: "sleep", config: { durationMs } });
 
-async function customerWithPlan(prefix: string, plan: Record<string, unknown>) {
-  const id = `${prefix}-${rand()}`;
-  const res = await api("POST", "/v1/customers", { body: { id, name: id, plan } });
-  expect(res.status, JSON.stringify(res.body)).toBe(201);
-  return { id, key: res.body.apiKey as string, customer: res.body.customer };
-}
+const customerWithPlan = (prefix: string, plan: Record<string, unknown>) => newCustomer(prefix, plan);
 
 describe("the cap on runs in flight (plan.maxRunsInFlight)", () => {
   it("a third run past a cap of 2 is a 429 with Retry-After; a finished run frees its place; other tenants are not held back", async () => {
