@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { App } from "../context";
-import { ClientName, ERRORS, PageQuery, bearer, json } from "../openapi";
+import { ClientName, PageQuery, bearer, errors, json } from "../openapi";
 import { RUN_STATUSES } from "../../domain/run-status";
 
 const RunSummary = z
@@ -23,6 +23,7 @@ const RunSummary = z
 const route = createRoute({
   method: "get",
   path: "/v1/runs",
+  operationId: "listRuns",
   tags: ["runs"],
   summary: "List runs, newest first",
   security: bearer,
@@ -39,9 +40,7 @@ const route = createRoute({
   },
   responses: {
     200: json(z.object({ runs: z.array(RunSummary), nextCursor: z.string().nullable() }), "A page of runs"),
-    400: ERRORS[400],
-    401: ERRORS[401],
-    403: ERRORS[403],
+    ...errors(400, 401, 403, 429, 503),
   },
 });
 
