@@ -4,11 +4,15 @@
  *  - workflows: a Cloudflare Workflow with one `step.do` per step;
  *  - floor:     K queue messages per run that a bare consumer only acks (the least any
  *               queue-based design can do on this runtime);
- *  - chain:     a queue-only chain: each step's consumer sends the next step's message.
+ *  - chain:     a queue-only chain: each step's consumer sends the next step's message;
+ *  - object:    the least a per-run Durable Object design must do: the object is created with
+ *               one row and sends one dispatch; the consumer checkpoints each step in the object
+ *               (one RPC, one SQLite row) and carries the run on inline, as Runplane does. No
+ *               API, validation, leases, alarm, cost metering, index or logs.
  * Every variant records (created, finished) per run in D1 table bench_results; Runplane's
  * own run index serves for it. Billable operations are counted by src/lib/usage.ts.
  */
-import { WorkflowEntrypoint, type WorkflowEvent, type WorkflowStep } from "cloudflare:workers";
+import { DurableObject, WorkflowEntrypoint, type WorkflowEvent, type WorkflowStep } from "cloudflare:workers";
 import runplane from "../src/index";
 import { countD1, countUsage, usageTotals } from "../src/lib/usage";
 
@@ -18,6 +22,8 @@ interface BenchEnv extends Env {
   BENCH_WORKFLOW: Workflow<BenchRun>;
   BENCH_FLOOR: Queue<BenchMessage>;
   BENCH_CHAIN: Queue<BenchMessage>;
+  BENCH_OBJECT: Queue<BenchMessage>;
+  BENCH_RUN_OBJECT: DurableObjectNamespace<BenchRunObject>;
 }
 
 interface BenchRun {
@@ -33,6 +39,7 @@ interface BenchMessage extends BenchRun {
 }
 
 const VARIANT_OF_QUEUE: Record<string, "floor" | "chain"> = { "runplane-bench-floor": "floor", "runplane-bench-chain": "chain" };
+const OBJECT_QUEUE = "runplane-bench-object";
 
 let tableReady = false;
 async function ensureTable(db: D1Database) {
@@ -101,6 +108,55 @@ async function consumeBench(batch: MessageBatch<BenchMessage>, env: BenchEnv, va
   }
 }
 
+/** One object per run: a run row, then one checkpoint row per step; the last step records the run as finished. */
+export class BenchRunObject extends DurableObject<BenchEnv> {
+  async create(run: BenchRun): Promise<void> {
+    countUsage("do_requests");
+    const sql = this.ctx.storage.sql;
+    sql.exec("CREATE TABLE IF NOT EXISTS run (id TEXT PRIMARY KEY, body TEXT NOT NULL, done INTEGER NOT NULL DEFAULT 0); CREATE TABLE IF NOT EXISTS steps (idx INTEGER PRIMARY KEY, output TEXT NOT NULL)");
+    const cursor = sql.exec("INSERT OR IGNORE INTO run (id, body) VALUES (?, ?)", run.id, JSON.stringify(run));
+    countUsage("do_rows_written", cursor.rowsWritten);
+    await this.env.BENCH_OBJECT.send({ ...run, step: 0 });
+    countUsage("queue_operations");
+  }
+
+  /** Checkpoints step `index`'s output; returns whether the run has a next step. */
+  async complete(index: number, output: unknown): Promise<{ next: boolean }> {
+    countUsage("do_requests");
+    const run = JSON.parse(String(this.ctx.storage.sql.exec<{ body: string }>("SELECT body FROM run").one().body)) as BenchRun;
+    const cursor = this.ctx.storage.sql.exec("INSERT OR REPLACE INTO steps (idx, output) VALUES (?, ?)", index, JSON.stringify(output));
+    countUsage("do_rows_written", cursor.rowsWritten);
+    if (index + 1 < run.steps) return { next: true };
+    await recordFinished(this.env, "object", run);
+    return { next: false };
+  }
+}
+
+async function consumeObjectRuns(batch: MessageBatch<BenchMessage>, env: BenchEnv) {
+  countUsage("worker_requests");
+  countUsage("queue_operations", batch.messages.length);
+  await Promise.all(
+    batch.messages.map(async (message) => {
+      const m = message.body;
+      const stub = env.BENCH_RUN_OBJECT.get(env.BENCH_RUN_OBJECT.idFromName(`${m.trial}-${m.id}`));
+      for (let step = m.step; ; step++) {
+        let output: unknown;
+        try {
+          output = stepWork(`s${step}`, m.failRate);
+        } catch {
+          // The transient failure is retried by the queue from this step on.
+          await env.BENCH_OBJECT.send({ ...m, step }, { delaySeconds: 0 });
+          countUsage("queue_operations");
+          break;
+        }
+        if (!(await stub.complete(step, output)).next) break;
+      }
+      message.ack();
+      countUsage("queue_operations");
+    }),
+  );
+}
+
 const BenchRunBody = (body: unknown): BenchRun => {
   const b = body as Partial<BenchRun>;
   if (typeof b.trial !== "string" || typeof b.id !== "string" || !Number.isInteger(b.steps) || typeof b.failRate !== "number") {
@@ -123,6 +179,8 @@ async function benchFetch(request: Request, env: BenchEnv): Promise<Response> {
     } else if (variant === "chain") {
       await env.BENCH_CHAIN.send({ ...run, step: 0 });
       countUsage("queue_operations");
+    } else if (variant === "object") {
+      await env.BENCH_RUN_OBJECT.get(env.BENCH_RUN_OBJECT.idFromName(`${run.trial}-${run.id}`)).create(run);
     } else return new Response("unknown variant", { status: 404 });
     return Response.json({ ok: true }, { status: 202 });
   }
@@ -157,6 +215,7 @@ export default {
     return runplane.fetch(request, env, ctx);
   },
   async queue(batch, env, ctx) {
+    if (batch.queue === OBJECT_QUEUE) return consumeObjectRuns(batch as MessageBatch<BenchMessage>, env as BenchEnv);
     const variant = VARIANT_OF_QUEUE[batch.queue];
     if (variant) return consumeBench(batch as MessageBatch<BenchMessage>, env as BenchEnv, variant);
     return runplane.queue(batch, env, ctx);

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /**
- * npm run bench — Runplane against Cloudflare Workflows, a bare queue floor and a queue-only
+ * npm run bench — Runplane against Cloudflare Workflows, a bare per-run object (the least a
+ * per-run Durable Object design does), a bare queue floor and a queue-only
  * chain, on the same workload, in the same local runtime (one wrangler dev process), run
  * interleaved (A B C D A B C D …). Prints a table and writes bench-results/<time>.json.
  *
@@ -28,7 +29,7 @@ function parseArgs(argv) {
     rounds: 3,
     concurrency: 16,
     failRate: 0,
-    variants: ["runplane", "workflows", "floor", "chain"],
+    variants: ["runplane", "workflows", "object", "floor", "chain"],
     sweep: null,
     port: 8788,
     url: null,
@@ -63,7 +64,7 @@ function parseArgs(argv) {
         process.exit(2);
     }
   }
-  for (const v of opts.variants) if (!["runplane", "workflows", "floor", "chain"].includes(v)) throw new Error(`unknown variant ${v}`);
+  for (const v of opts.variants) if (!["runplane", "workflows", "object", "floor", "chain"].includes(v)) throw new Error(`unknown variant ${v}`);
   return opts;
 }
 
@@ -295,7 +296,7 @@ function printTable(rows) {
   const by = Object.fromEntries(rows.map((r) => [r.variant, r]));
   if (by.runplane) {
     console.log("\nratios (Runplane / other, medians)");
-    for (const other of ["workflows", "floor", "chain"]) {
+    for (const other of ["workflows", "object", "floor", "chain"]) {
       if (!by[other]) continue;
       console.log(`  vs ${other.padEnd(9)} throughput ×${fmt(by.runplane.stepsPerSec / by[other].stepsPerSec, 2)}   p95 latency ×${fmt(by.runplane.p95 / by[other].p95, 2)}`);
     }

@@ -11,7 +11,9 @@
  */
 import { z } from "zod";
 import type { InfraMeter } from "../../src/domain/pricing";
-import type { InfraQuantities } from "../../src/domain/cost-records";
+import type { InfraQuantities, UsageRecord } from "../../src/domain/cost-records";
+import type { ClosedAttempt, RunDefinition } from "../../src/domain/run-machine";
+import type { TokenUsage } from "../../src/domain/token-usage";
 
 export const AttemptMeterSchema = z.object({
   lease: z.string(),
@@ -89,5 +91,33 @@ export function overheadQuantities(meter: OverheadMeter): { infra: InfraQuantiti
       d1_rows_written: meter.d1RowsWritten,
     },
     estimated: meter.ledgerRowsWritten > 0 ? ["d1_rows_written", "do_rows_written"] : ["d1_rows_written"],
+  };
+}
+
+/** The cost record of a closed attempt: what its meter counted, and the tokens it reported. */
+export function attemptRecord(def: RunDefinition, closed: ClosedAttempt, meter: AttemptMeter | null, tokens: TokenUsage[]): Omit<UsageRecord, "seq"> {
+  return {
+    kind: "attempt",
+    lease: closed.leaseId,
+    step: def.steps[closed.stepIndex]!.name,
+    attempt: closed.attempt,
+    at: closed.finishedAt,
+    ...attemptQuantities(meter, closed.finishedAt - closed.startedAt),
+    tokens,
+    holdId: meter?.holdId ?? null,
+  };
+}
+
+/** The cost record of the run's creation: the API request, the object's first request and rows, the index rows. */
+export function creationRecord(def: RunDefinition, rowsWritten: number, holdId: string | null): Omit<UsageRecord, "seq"> {
+  return {
+    kind: "create",
+    step: null,
+    attempt: null,
+    at: def.createdAt,
+    infra: { worker_requests: 1, do_requests: 1, do_rows_written: rowsWritten, d1_rows_written: INDEX_ROWS_PER_RUN },
+    estimated: ["d1_rows_written"],
+    tokens: [],
+    holdId,
   };
 }

@@ -1,19 +1,19 @@
 /**
  * One Durable Object per run: the run's state machine (src/domain/run-machine.ts) made
- * durable. Every command loads the state, applies the pure transition, persists the touched
- * rows, the events and the cost records it caused in one transaction, then sends the
- * dispatches it produced. A single alarm serves every timer the run has (sleeps, retry delays,
- * leases, undelivered dispatches, undelivered costs).
+ * durable. This file is the RPC shell: every command loads the state, applies the pure
+ * transition, commits the touched rows, the events and the cost records it caused in one
+ * transaction, then hands the effects on. Its rooms:
+ *  - run-store.ts: the rows (load, row mapping, writes); schema.ts: the versioned schema;
+ *  - effects.ts: dispatches, the dead-letter outbox, the D1 index updates;
+ *  - meters.ts, cost-journal.ts, cost-delivery.ts: metering, the journal, its delivery to the ledger;
+ *  - timers.ts: the one alarm, over the run's timers, cost delivery, outbox retries and retention;
+ *  - outbound.ts, views.ts: what its messages and its replies carry.
  *
- * Costs: each closed attempt (and the run's creation, and its own overhead) becomes a cost
- * record in the run's journal (cost-journal.ts) within the checkpoint that closed it; the
- * journal is delivered to the customer's ledger until the ledger acknowledges it. Under a hard
- * budget every attempt first holds its worst case in the ledger; the record that closes the
- * attempt settles the hold.
+ * Under a hard budget every attempt first holds its worst case in the ledger; the record that
+ * closes the attempt settles the hold.
  */
 import { DurableObject } from "cloudflare:workers";
 import type { z } from "zod";
-import { getPool } from "../../src/config/pools";
 import { resolveReferences, type JsonValue } from "../../src/domain/input-references";
 import { customerScope, withSecretPlaceholders } from "../../src/domain/secrets";
 import type { PriceBook } from "../../src/domain/pricing";
@@ -26,7 +26,6 @@ import {
   fireTimers,
   heartbeat,
   mergeOutcomes,
-  newStepState,
   nextLeaseId,
   nextTimerAt,
   resumeRun,
@@ -47,19 +46,13 @@ import { configureLogging, errorMessage, log } from "../../src/lib/log";
 import { countUsage, usageTotals } from "../../src/lib/usage";
 import { priceBookCovering } from "../../src/services/pricing-service";
 import { getStepType } from "../../src/steps/registry";
-import { ledgerStub, type RecordReply } from "../ledger/rpc";
-import { insertRows, sqlHelper } from "../sql";
+import { ledgerStub } from "../ledger/rpc";
+import { sqlHelper } from "../sql";
+import { CostDelivery } from "./cost-delivery";
 import { CostJournal } from "./cost-journal";
-import {
-  AttemptMeterSchema,
-  attemptQuantities,
-  overheadQuantities,
-  D1_ROWS_PER_ROLLUP_ROW,
-  INDEX_ROWS_PER_RUN,
-  LEDGER_ROWS_PER_DELIVERY,
-  QUEUE_OPERATIONS_PER_MESSAGE,
-  type AttemptMeter,
-} from "./meters";
+import { RunEffects } from "./effects";
+import { attemptRecord, creationRecord, QUEUE_OPERATIONS_PER_MESSAGE, type AttemptMeter } from "./meters";
+import { deadLetterMessage } from "./outbound";
 import {
   CompleteStepInputSchema,
   DeadLetterDispatchInputSchema,
@@ -76,27 +69,14 @@ import {
   type StartStepResult,
   type StepAssignment,
   creationHoldId,
-  runHoldId,
 } from "./rpc";
-import { deadLetterMessage, indexMessage, indexRowsFor, jobMessage } from "./outbound";
-import { STEP_UPSERT, STEP_UPSERT_CONFLICT, headerOf, stepFromRow, stepRow } from "./run-store";
-import { createSchema, migrateSchema } from "./schema";
+import { appendEvents, headerOf, insertRun, loadRun, readEvents, writeDefinition, writeHeader, writeSteps } from "./run-store";
+import { createSchema } from "./schema";
+import { reconcileDueAt, retentionAt, RunAlarm, timerSettings } from "./timers";
 import { snapshotOf } from "./views";
 
-const OUTBOX_RETRY_MS = 5_000;
 const DEFAULT_LEASE_MS = 30_000;
 const REDISPATCH_MS = 30_000;
-const DAY_MS = 86_400_000;
-/** A finished run's object keeps its storage this long (RETENTION_STEP_DETAIL_DAYS), then deletes it. */
-const DEFAULT_RETENTION_DAYS = 30;
-/** The reconciler looks at a run this long after it should have moved on by its own timers. */
-const DEFAULT_RECONCILE_AFTER_MS = 60_000;
-/** A failed run's dead letter should be recorded within this long; else the reconciler resends it. */
-const DEAD_LETTER_DUE_MS = 5 * 60_000;
-/** A run carried on inline for long delivers its costs this often, not only when it pauses. */
-const COST_FLUSH_MS = 10_000;
-/** Backoff for a cost delivery the ledger did not acknowledge. */
-const COST_RETRY_MS = [1_000, 5_000, 15_000, 60_000, 300_000];
 /** A hold lapses on its own this long after the attempt's longest possible end. */
 const HOLD_MARGIN_MS = 5 * 60_000;
 
@@ -123,25 +103,24 @@ interface CommitOptions {
 export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
   private readonly sql = sqlHelper(this.ctx.storage);
   private readonly journal = new CostJournal(this.sql);
+  private readonly alarmClock = new RunAlarm(this.ctx.storage);
+  private readonly effects = new RunEffects(this.env as Env, this.ctx.storage, this.sql, (state) => this.armAlarm(state, false));
+  private readonly costs = new CostDelivery({
+    env: this.env as Env,
+    storage: this.ctx.storage,
+    journal: this.journal,
+    priceBook: (models) => this.priceBook(models),
+    armAlarm: (state) => this.armAlarm(state, false),
+    waitUntil: (promise) => this.ctx.waitUntil(promise),
+  });
   private state: RunState | null = null;
   private loaded = false;
-  private alarmAt: number | null = null;
   /** Event sequence of the last persisted event: the run index row's version. */
   private lastSeq = 0;
   /** The run row as last written, so a command that leaves it alone writes no row. */
   private persistedHeader = "";
   /** The open attempts' meters, mirrored in their step rows. */
-  private readonly meters = new Map<string, AttemptMeter>();
-  /** The status the D1 run index was last sent (this wake); see indexDue(). */
-  private indexedStatus: RunState["status"] | null = null;
-  /** Each attempt's outcome as last sent to the index (this wake): only changed attempts write D1 rows. */
-  private readonly indexedAttempts = new Map<string, string>();
-  /** When undelivered costs are next due for delivery (part of the one alarm); null: nothing due. */
-  private costsDueAt: number | null = null;
-  /** When the dead-letter outbox is tried again after a failed send (part of the one alarm). */
-  private outboxRetryAt: number | null = null;
-  private costFailures = 0;
-  private delivering: Promise<RecordReply | null> | null = null;
+  private meters = new Map<string, AttemptMeter>();
 
   constructor(ctx: DurableObjectState, env: Cloudflare.Env) {
     super(ctx, env);
@@ -165,13 +144,12 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     this.journal.load();
     const { state, outcome } = createRun(def, this.clock());
     this.state = state;
-    this.sql`INSERT INTO run (id, definition, status, started_at, finished_at, failure) VALUES (${def.id}, ${JSON.stringify(def)}, ${state.status}, NULL, NULL, NULL)`;
+    insertRun(this.sql, state);
     this.persistedHeader = headerOf(state);
-    // The control plane writes the new run's index row itself, so it lists at once.
-    this.indexedStatus = state.status;
+    this.effects.indexedAtCreation(state);
     await this.commit(state, outcome, { request: true, creation: true, book });
     // Under a hard budget the creation's hold is settled at once, so it does not stand in the way of the run's first step.
-    if (def.budgetLimited) await this.deliverCosts(state);
+    if (def.budgetLimited) await this.costs.deliver(state);
     return { ok: true, created: true, run: this.view(state), dueAt: this.dueAt(state) };
   }
 
@@ -187,11 +165,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     const after = Number.isSafeInteger(afterSeq) && afterSeq > 0 ? afterSeq : 0;
     const count = Number.isSafeInteger(limit) ? Math.min(Math.max(limit, 1), 1001) : 500;
     if (!(await this.load())) return [];
-    return this.sql<{ seq: number; at: number; type: string; step: string | null; attempt: number | null; data: string | null }>`
-      SELECT seq, at, type, step, attempt, data FROM events WHERE seq > ${after} ORDER BY seq LIMIT ${count}`.map((row) => ({
-      ...row,
-      data: row.data ? JSON.parse(row.data) : null,
-    }));
+    return readEvents(this.sql, after, count);
   }
 
   async startStep(input: z.input<typeof StartStepInputSchema>): Promise<StartStepResult> {
@@ -210,8 +184,8 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     if (!result.ok) return result;
     await this.commit(state, result.outcome, { request: true, billTo: String(leaseId) });
     // A step that needs heartbeats is a long one: now the index should say the run is running.
-    if (this.indexedStatus !== state.status) {
-      this.journal.addOverhead({ queueOperations: QUEUE_OPERATIONS_PER_MESSAGE, d1RowsWritten: indexRowsFor(state, this.indexedAttempts) });
+    if (this.effects.indexDue(state, { heartbeat: true })) {
+      this.journal.addOverhead({ queueOperations: QUEUE_OPERATIONS_PER_MESSAGE, d1RowsWritten: this.effects.indexRows(state) });
       await this.sendIndexUpdate(state);
     }
     return { ok: true };
@@ -230,24 +204,24 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     if (!result.ok) {
       // The attempt was closed already (cancelled, superseded): its state change is refused, but
       // the tokens it reports were billed by the provider, so they are billed here too.
-      if (tokens.length > 0) await this.recordLateUsage(state, report.leaseId, tokens, book);
+      if (tokens.length > 0) await this.costs.recordLateUsage(state, report.leaseId, tokens, book);
       return result;
     }
     const usage = { lease: report.leaseId, tokens };
     if (!limited) {
       const next = await this.assign(state, result.outcome, { request: true, billTo: report.leaseId, usage, book });
       // Carried on inline, the run keeps going in this consumer; otherwise it pauses here.
-      if (!next.ok) this.ctx.waitUntil(this.deliverCosts(state));
+      if (!next.ok) this.costs.soon(state);
       return { ok: true, next: next.ok ? next.assignment : null, runStatus: state.status };
     }
     const held = result.outcome.dispatches.splice(0);
     await this.commit(state, result.outcome, { request: true, billTo: report.leaseId, usage, book });
-    const reply = await this.deliverCosts(state);
+    const reply = await this.costs.deliver(state);
     if (reply?.exhausted) {
       const stopped = stopForBudget(state, "the customer's monthly budget is spent", this.clock());
       if (stopped.ok) {
         await this.commit(state, stopped.outcome);
-        this.ctx.waitUntil(this.deliverCosts(state));
+        this.costs.soon(state);
         return { ok: true, next: null, runStatus: state.status };
       }
     }
@@ -255,7 +229,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
       const next = await this.startAttempt(state, held[0]!, { queued: false });
       if (next.ok || next.reason === "budget_exceeded") return { ok: true, next: next.ok ? next.assignment : null, runStatus: state.status };
     }
-    await this.sendDispatches(state, { ...result.outcome, dispatches: held });
+    await this.effects.sendDispatches(state, held);
     return { ok: true, next: null, runStatus: state.status };
   }
 
@@ -269,7 +243,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     if (!result.ok) return result;
     await this.commit(state, result.outcome, { request: true, billTo: report.leaseId, book });
     // The run pauses (a retry delay) or ends here: what it cost so far goes to the ledger.
-    this.ctx.waitUntil(this.deliverCosts(state));
+    this.costs.soon(state);
     return { ok: true, next: null, runStatus: state.status };
   }
 
@@ -282,7 +256,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     if (!result.ok) return { ok: false, reason: result.reason, run: this.view(state) };
     await this.commit(state, result.outcome, { request: true, book });
     // A running attempt was closed: its cost is billed and its hold let go now.
-    await this.deliverCosts(state);
+    await this.costs.deliver(state);
     return { ok: true, run: this.view(state) };
   }
 
@@ -298,7 +272,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
 
   override async alarm(): Promise<void> {
     countUsage("do_requests");
-    this.alarmAt = null;
+    this.alarmClock.fired();
     const state = await this.load();
     if (!state) return;
     const retention = this.retentionAt(state);
@@ -311,12 +285,12 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
       this.loaded = false;
       return;
     }
-    if (this.costsDueAt !== null && this.costsDueAt <= Date.now()) await this.deliverCosts(state);
-    this.outboxRetryAt = null;
-    await this.flushOutbox(state);
+    if (this.costs.isDue(Date.now())) await this.costs.deliver(state);
+    this.effects.outboxRetryAt = null;
+    await this.effects.flushOutbox(state);
     if (isTerminalRun(state.status)) {
       // A finished run has no timers of its own: what was due is done; only its retention is left.
-      if (this.journal.undelivered && this.costsDueAt === null) await this.deliverCosts(state);
+      if (this.journal.undelivered && this.costs.dueAt === null) await this.costs.deliver(state);
       await this.armAlarm(state, true);
       return;
     }
@@ -324,7 +298,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     const outcome = fireTimers(state, this.clock());
     await this.commit(state, outcome, { request: true, alarmFired: true, book });
     // A lease expired (an attempt closed) or the run ended: bill it now.
-    if (outcome.closed.length > 0 || isTerminalRun(state.status)) await this.deliverCosts(state);
+    if (outcome.closed.length > 0 || isTerminalRun(state.status)) await this.costs.deliver(state);
   }
 
   /**
@@ -341,7 +315,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     const result = failDeadLetteredDispatch(state, msg, msg.reason, this.clock());
     if (!result.ok) return { ok: false, reason: result.reason };
     await this.commit(state, result.outcome, { request: true, book });
-    await this.deliverCosts(state);
+    await this.costs.deliver(state);
     return { ok: true, deadLetter: deadLetterMessage(state, msg, Date.now()) };
   }
 
@@ -354,16 +328,16 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     countUsage("do_requests");
     const state = await this.load();
     if (!state) return { status: null, dueAt: null };
-    if (options.resendDeadLetter) this.requeueDeadLetter(state);
-    await this.flushOutbox(state);
+    if (options.resendDeadLetter) this.effects.restageDeadLetter(state);
+    await this.effects.flushOutbox(state);
     const book = await this.priceBook([]);
     const outcome = fireTimers(state, this.clock());
-    this.indexedStatus = null;
+    this.effects.forgetIndexed();
     outcome.statusChanged = true;
     await this.commit(state, outcome, { request: true, alarmFired: true, book, unbilled: true });
     // Records a crash left undelivered go now; the poke's own overhead waits for the run's next
     // delivery, or goes now when the run has ended (nothing else will deliver it).
-    if (this.journal.recordsPending > 0 || (isTerminalRun(state.status) && this.journal.undelivered)) await this.deliverCosts(state);
+    if (this.journal.recordsPending > 0 || (isTerminalRun(state.status) && this.journal.undelivered)) await this.costs.deliver(state);
     return { status: state.status, dueAt: this.dueAt(state) };
   }
 
@@ -376,7 +350,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
       state.def.budgetLimited = true;
       this.journal.addOverhead({ doRequests: 1, rowsWritten: 2 });
       this.ctx.storage.transactionSync(() => {
-        this.sql`UPDATE run SET definition = ${JSON.stringify(state.def)}`;
+        writeDefinition(this.sql, state);
         this.journal.persistState();
       });
       log("run.budget_limited", { runId: state.def.id, pool: state.def.pool });
@@ -388,7 +362,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     countUsage("do_requests");
     const state = await this.load();
     if (!state) return { ok: false, reason: "unknown_run" };
-    const reply = await this.deliverCosts(state, { rollupEvenIfNothingNew: true });
+    const reply = await this.costs.deliver(state, { rollupEvenIfNothingNew: true });
     return reply ? { ok: true } : { ok: false, reason: "not_delivered" };
   }
 
@@ -438,7 +412,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
         if (stopped.ok) {
           await this.commit(state, stopped.outcome, { request: options.queued });
           // The run ended here: what it cost so far goes to the ledger, as at every other end.
-          this.ctx.waitUntil(this.deliverCosts(state));
+          this.costs.soon(state);
         }
         return { ok: false, reason: "budget_exceeded" };
       }
@@ -493,7 +467,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     if (!resolved.ok) {
       const failed = failStep(state, started.leaseId, { type: "permanent", message: resolved.message }, this.clock());
       await this.commit(state, failed.ok ? mergeOutcomes(outcome, failed.outcome) : outcome, options);
-      this.ctx.waitUntil(this.deliverCosts(state));
+      this.costs.soon(state);
       return { ok: false, reason: "invalid_config" };
     }
     await this.commit(state, outcome, options);
@@ -513,44 +487,18 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     return { ok: true, assignment };
   }
 
-  private hasTable(name: string): boolean {
-    return this.sql`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ${name}`.length > 0;
-  }
-
   /** The run's state, or null for an id no run was created under (reading writes nothing). */
   private async load(): Promise<RunState | null> {
     if (this.loaded) return this.state;
-    const hasRun = this.hasTable("run");
-    const row = hasRun
-      ? this.sql<{ definition: string; status: string; started_at: number | null; finished_at: number | null; failure: string | null }>`
-          SELECT definition, status, started_at, finished_at, failure FROM run LIMIT 1`[0]
-      : undefined;
-    if (row) {
-      migrateSchema(this.ctx.storage);
-      const def = JSON.parse(row.definition) as RunDefinition;
-      // A step with no row has never left `pending`.
-      const steps = def.steps.map((_, index) => newStepState(index));
-      this.meters.clear();
-      for (const stepRow of this.sql`SELECT * FROM steps`) {
-        const step = stepFromRow(stepRow);
-        steps[step.index] = step;
-        const meter = stepRow.meter ? AttemptMeterSchema.safeParse(JSON.parse(String(stepRow.meter))) : null;
-        if (meter?.success && meter.data.lease === step.leaseId) this.meters.set(meter.data.lease, meter.data);
-      }
-      this.state = {
-        def,
-        status: row.status as RunState["status"],
-        startedAt: row.started_at,
-        finishedAt: row.finished_at,
-        failure: row.failure ? JSON.parse(row.failure) : null,
-        steps,
-      };
-      this.lastSeq = this.sql<{ seq: number | null }>`SELECT MAX(seq) AS seq FROM events`[0]?.seq ?? 0;
-      this.persistedHeader = headerOf(this.state);
+    const stored = loadRun(this.ctx.storage, this.sql);
+    if (stored) {
+      this.state = stored.state;
+      this.meters = stored.meters;
+      this.lastSeq = stored.lastSeq;
+      this.persistedHeader = headerOf(stored.state);
       this.journal.load();
-      this.alarmAt = await this.ctx.storage.getAlarm();
-      // Woken with costs the ledger has not acknowledged (a crash, an eviction): deliver them.
-      if (this.journal.undelivered) this.costsDueAt = Date.now();
+      await this.alarmClock.wake();
+      this.costs.woke();
     }
     this.loaded = true;
     return this.state;
@@ -570,7 +518,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
       const lease = outcome.started.leaseId;
       this.meters.set(lease, { lease, queued: options.queuedStart === true, doRequests: 0, rowsWritten: 0, ...(options.holdId ? { holdId: options.holdId } : {}) });
     }
-    const indexing = outcome.statusChanged && this.indexDue(state);
+    const indexing = outcome.statusChanged && this.effects.indexDue(state);
     const billTo = options.billTo !== undefined ? this.meters.get(options.billTo) : undefined;
     const overhead = !options.creation && !options.unbilled;
     if (overhead) {
@@ -578,25 +526,15 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
       this.journal.addOverhead({
         doRequests: options.request && !billTo ? 1 : 0,
         queueOperations: messages * QUEUE_OPERATIONS_PER_MESSAGE,
-        d1RowsWritten: indexing ? indexRowsFor(state, this.indexedAttempts) : 0,
+        d1RowsWritten: indexing ? this.effects.indexRows(state) : 0,
       });
     }
     try {
       this.ctx.storage.transactionSync(() => {
         const rowsBefore = usageTotals().do_rows_written;
-        if (header !== this.persistedHeader) {
-          this.sql`UPDATE run SET status = ${state.status}, started_at = ${state.startedAt}, finished_at = ${state.finishedAt},
-            failure = ${state.failure ? JSON.stringify(state.failure) : null}`;
-        }
-        // Dead letters go out through an outbox written with the failure: a crash between this
-        // commit and the send cannot lose one (the alarm or the reconciler sends it later).
-        insertRows(this.ctx.storage, "INSERT INTO outbox (queue, body)", outcome.deadLetters.map((d) => ["dead_letter", JSON.stringify(deadLetterMessage(state, d, now))]));
-        let seq = this.lastSeq;
-        insertRows(
-          this.ctx.storage,
-          "INSERT INTO events (seq, at, type, step, attempt, data)",
-          outcome.events.map((e) => [++seq, now, e.type, e.step ?? null, e.attempt ?? null, e.data ? JSON.stringify(e.data) : null]),
-        );
+        if (header !== this.persistedHeader) writeHeader(this.sql, state);
+        this.effects.stageDeadLetters(state, outcome.deadLetters, now);
+        appendEvents(this.ctx.storage, this.lastSeq, now, outcome.events);
         const costRecords = outcome.closed.length + (options.creation ? 1 : 0);
         // Rows still to write: the step rows, the cost records, and the journal's state row
         // when it changes (it does when this command's rows go to the run's overhead).
@@ -608,41 +546,15 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
         } else if (overhead) {
           this.journal.addOverhead({ rowsWritten: rows });
         }
-        if (outcome.touched.size > 0) {
-          insertRows(this.ctx.storage, STEP_UPSERT, [...outcome.touched].map((index) => stepRow(state.steps[index]!, this.meters)), STEP_UPSERT_CONFLICT);
-        }
+        writeSteps(this.ctx.storage, state, outcome.touched, this.meters);
         for (const closed of outcome.closed) {
           const meter = this.meters.get(closed.leaseId) ?? null;
           this.meters.delete(closed.leaseId);
           const tokens = options.usage?.lease === closed.leaseId ? options.usage.tokens : [];
-          this.journal.append(
-            {
-              kind: "attempt",
-              lease: closed.leaseId,
-              step: state.def.steps[closed.stepIndex]!.name,
-              attempt: closed.attempt,
-              at: closed.finishedAt,
-              ...attemptQuantities(meter, closed.finishedAt - closed.startedAt),
-              tokens,
-              holdId: meter?.holdId ?? null,
-            },
-            options.book ?? null,
-          );
+          this.journal.append(attemptRecord(state.def, closed, meter, tokens), options.book ?? null);
         }
         if (options.creation) {
-          this.journal.append(
-            {
-              kind: "create",
-              step: null,
-              attempt: null,
-              at: state.def.createdAt,
-              infra: { worker_requests: 1, do_requests: 1, do_rows_written: rows, d1_rows_written: INDEX_ROWS_PER_RUN },
-              estimated: ["d1_rows_written"],
-              tokens: [],
-              holdId: state.def.budgetLimited ? creationHoldId(state.def.id) : null,
-            },
-            options.book ?? null,
-          );
+          this.journal.append(creationRecord(state.def, rows, state.def.budgetLimited ? creationHoldId(state.def.id) : null), options.book ?? null);
         }
         this.journal.persistState();
       });
@@ -655,218 +567,35 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     }
     this.lastSeq += outcome.events.length;
     // An attempt closed or the run ended: its costs get a timer (the alarm), whatever else delivers them.
-    if ((outcome.closed.length > 0 || (outcome.statusChanged && isTerminalRun(state.status))) && this.costsDueAt === null) this.costsDueAt = now + COST_FLUSH_MS;
+    if (outcome.closed.length > 0 || (outcome.statusChanged && isTerminalRun(state.status))) this.costs.closed(now);
     const alarm = this.armAlarm(state, options.alarmFired === true);
     for (const event of outcome.events) {
       log(event.type, { runId: state.def.id, step: event.step, attempt: event.attempt, pool: state.def.pool, ...event.data }, levelOf(event.type));
     }
-    await this.sendDispatches(state, outcome);
-    if (outcome.deadLetters.length > 0) await this.flushOutbox(state);
+    await this.effects.sendDispatches(state, outcome.dispatches);
+    if (outcome.deadLetters.length > 0) await this.effects.flushOutbox(state);
     if (indexing) await this.sendIndexUpdate(state);
     await alarm;
   }
 
-  /** Tokens reported on a lease whose attempt had already closed, billed once. */
-  private async recordLateUsage(state: RunState, leaseId: string, tokens: TokenUsage[], book: PriceBook | null) {
-    const step = state.steps.find((s) => s.history.some((h) => h.leaseId === leaseId));
-    const attempt = step?.history.find((h) => h.leaseId === leaseId);
-    if (!step || !attempt || this.journal.hasTokensFor(leaseId)) return;
-    this.journal.addOverhead({ doRequests: 1, rowsWritten: 2 });
-    this.ctx.storage.transactionSync(() => {
-      this.journal.append(
-        { kind: "late", lease: leaseId, step: state.def.steps[step.index]!.name, attempt: attempt.attempt, at: Date.now(), infra: {}, estimated: [], tokens, holdId: null },
-        book,
-      );
-      this.journal.persistState();
-    });
-    log("costs.late_usage", { runId: state.def.id, step: state.def.steps[step.index]!.name, attempt: attempt.attempt, pool: state.def.pool, leaseId });
-    // The alarm is the fallback (a crash before the delivery below): due later, so it does not race the delivery and bill a second one.
-    if (this.costsDueAt === null) this.costsDueAt = Date.now() + COST_RETRY_MS[0]!;
-    await this.armAlarm(state, false);
-    this.ctx.waitUntil(this.deliverCosts(state));
+  private async sendIndexUpdate(state: RunState): Promise<void> {
+    await this.effects.sendIndexUpdate(state, this.lastSeq, this.dueAt(state));
   }
 
-  /**
-   * Sends the journal's undelivered records to the customer's ledger, with the run's whole
-   * rollup for D1. One delivery at a time; until the ledger acknowledges, the alarm tries again
-   * with backoff, also after the run has ended. The delivery's own cost (the ledger request,
-   * its rows, the message to D1 and the rows it writes) is billed in it, as overhead.
-   */
-  private deliverCosts(state: RunState, options: { rollupEvenIfNothingNew?: boolean } = {}): Promise<RecordReply | null> {
-    const run = async (): Promise<RecordReply | null> => {
-      const book = await this.priceBook(this.journal.unpricedModels());
-      if (!book) return this.costDeliveryFailed(state, "prices are unavailable");
-      const pending = this.journal.undelivered;
-      if (!pending && !options.rollupEvenIfNothingNew) {
-        this.costsDueAt = null;
-        return null;
-      }
-      const attribution = { runId: state.def.id, customerId: state.def.customerId, projectId: state.def.projectId, runType: state.def.runType, pool: state.def.pool };
-      this.ctx.storage.transactionSync(() => {
-        if (pending) {
-          const rollupRows = Math.max(1, this.journal.rollup(attribution).rows.length);
-          this.journal.addOverhead({ doRequests: 1, ledgerRowsWritten: LEDGER_ROWS_PER_DELIVERY, queueOperations: QUEUE_OPERATIONS_PER_MESSAGE, d1RowsWritten: D1_ROWS_PER_ROLLUP_ROW * rollupRows, rowsWritten: 2 });
-          this.journal.billOverhead(Date.now(), book, overheadQuantities);
-        }
-        this.journal.persistState();
-      });
-      const { records, blockedBy } = this.journal.deliverable(book);
-      if (blockedBy.length > 0) log("costs.unpriced_model", { runId: state.def.id, pool: state.def.pool, models: blockedBy }, "error");
-      const upTo = records.length > 0 ? records[records.length - 1]!.seq : this.journal.lastSentSeq;
-      const final = isTerminalRun(state.status) && blockedBy.length === 0;
-      try {
-        const reply = await ledgerStub(this.env as Env, state.def.customerId).record({
-          customerId: state.def.customerId,
-          runId: state.def.id,
-          records: records.map((r) => ({ seq: r.seq, at: r.at, nanoUsd: r.nanoUsd.toString(), holdId: r.holdId })),
-          rollup: this.journal.rollup(attribution, upTo),
-          final,
-          // The run's allowance for its life outside steps goes with its last delivery.
-          releaseHolds: final && state.def.budgetLimited ? [runHoldId(state.def.id)] : [],
-        });
-        this.journal.markSent(upTo);
-        this.costFailures = 0;
-        if (blockedBy.length > 0) return this.costDeliveryFailed(state, `no price for model ${blockedBy.join(", ")}`, reply);
-        this.costsDueAt = this.journal.undelivered ? Date.now() + COST_FLUSH_MS : null;
-        await this.armAlarm(state, false);
-        return reply;
-      } catch (err) {
-        return this.costDeliveryFailed(state, errorMessage(err));
-      }
-    };
-    const previous = this.delivering ?? Promise.resolve(null);
-    const next = previous.catch(() => null).then(run);
-    this.delivering = next;
-    return next.finally(() => {
-      if (this.delivering === next) this.delivering = null;
-    });
-  }
-
-  private async costDeliveryFailed(state: RunState, reason: string, reply: RecordReply | null = null): Promise<RecordReply | null> {
-    const delay = COST_RETRY_MS[Math.min(this.costFailures, COST_RETRY_MS.length - 1)]!;
-    this.costFailures += 1;
-    log("costs.delivery_failed", { runId: state.def.id, pool: state.def.pool, pending: this.journal.recordsPending, retryInMs: delay, error: reason }, "warn");
-    this.costsDueAt = Date.now() + delay;
-    await this.armAlarm(state, false);
-    return reply;
-  }
-
-  private async sendDispatches(state: RunState, outcome: Outcome) {
-    if (outcome.dispatches.length === 0) return;
-    const pool = getPool(state.def.pool);
-    if (!pool) throw new Error(`run ${state.def.id} names unknown pool ${state.def.pool}`);
-    const messages = outcome.dispatches.map((d) => ({ body: jobMessage(state, d, pool.name) }));
-    // A failed send leaves the step queued with a dispatch deadline: the alarm sends it again.
-    try {
-      await pool.jobs(this.env as Env).sendBatch(messages);
-      countUsage("queue_operations", messages.length);
-    } catch (err) {
-      log("dispatch.send_failed", { runId: state.def.id, pool: pool.name, error: errorMessage(err) }, "error");
-    }
-  }
-
-  /**
-   * The D1 run index follows the run lazily, to keep a message and a D1 write off every run's
-   * path: it is updated when the run finishes, starts waiting, or keeps a step running long
-   * enough to heartbeat (or retries after a delay). A run that goes from queued to done in one
-   * consumer invocation is indexed twice in all: created and finished.
-   * GET /v1/runs/:id always reads the run object, so it is never stale.
-   */
-  private indexDue(state: RunState): boolean {
-    if (state.status === this.indexedStatus) return false;
-    if (state.status !== "running") return true;
-    return state.steps.some((s) => s.status === "queued" && s.notBefore !== null);
-  }
-
-  /**
-   * A failed run whose dead letter never reached the DLQ (lost in flight) sends it again; the
-   * dead-letter consumer's entry id makes a second copy harmless.
-   */
-  private requeueDeadLetter(state: RunState) {
-    if (state.status !== "failed" || state.failure?.type === "cancelled" || state.failure?.type === "budget_exceeded") return;
-    const step = state.steps.find((s) => s.status === "failed");
-    if (!step) return;
-    // One waiting copy is enough: a repeated check must not pile up copies.
-    if (this.sql`SELECT 1 FROM outbox LIMIT 1`.length > 0) return;
-    insertRows(this.ctx.storage, "INSERT INTO outbox (queue, body)", [["dead_letter", JSON.stringify(deadLetterMessage(state, { stepIndex: step.index, dispatch: step.dispatch }, Date.now()))]]);
-  }
-
-  /** Sends what the outbox holds; what cannot be sent now is tried again in a few seconds. */
-  private async flushOutbox(state: RunState) {
-    if (!this.hasTable("outbox")) return;
-    const rows = this.sql<{ id: number; queue: string; body: string }>`SELECT id, queue, body FROM outbox ORDER BY id`;
-    if (rows.length === 0) return;
-    const pool = getPool(state.def.pool);
-    try {
-      if (!pool) throw new Error(`unknown pool ${state.def.pool}`);
-      await pool.deadLetters(this.env as Env).sendBatch(rows.map((r) => ({ body: JSON.parse(r.body) })));
-      countUsage("queue_operations", rows.length);
-      this.sql`DELETE FROM outbox WHERE id <= ${rows[rows.length - 1]!.id}`;
-    } catch (err) {
-      log("dead_letter.send_failed", { runId: state.def.id, pool: state.def.pool, error: errorMessage(err) }, "error");
-      this.outboxRetryAt = Date.now() + OUTBOX_RETRY_MS;
-      await this.armAlarm(state, false);
-    }
-  }
-
-  private async sendIndexUpdate(state: RunState) {
-    this.indexedStatus = state.status;
-    for (const s of state.steps) for (const h of s.history) this.indexedAttempts.set(`${s.index}.${h.attempt}`, h.outcome);
-    const message = indexMessage(state, this.lastSeq, this.dueAt(state));
-    try {
-      await (this.env as Env).EVENTS.send(message);
-      countUsage("queue_operations");
-    } catch (err) {
-      log("index.send_failed", { runId: state.def.id, error: errorMessage(err) }, "error");
-    }
-  }
-
-  /**
-   * When a finished run whose costs are all delivered and dead letters sent deletes itself;
-   * null while anything of it is still due.
-   */
   private retentionAt(state: RunState): number | null {
-    if (!isTerminalRun(state.status) || state.finishedAt === null || this.journal.undelivered || this.outboxRetryAt !== null) return null;
-    const days = Number((this.env as Env).RETENTION_STEP_DETAIL_DAYS);
-    return state.finishedAt + (Number.isFinite(days) && days > 0 ? days : DEFAULT_RETENTION_DAYS) * DAY_MS;
+    return retentionAt(state, timerSettings(this.env as Env), this.journal.undelivered || this.effects.outboxRetryAt !== null);
   }
 
-  /**
-   * When the run should have moved on by its own timers (plus a grace), for the reconciler's
-   * indexed deadline: a run is looked at only once it is overdue, never while it waits as planned.
-   * A failed run is due until its dead letter is recorded (the dead-letter consumer clears it).
-   */
   private dueAt(state: RunState): number | null {
-    const grace = Number((this.env as Env).RECONCILE_AFTER_MS) || DEFAULT_RECONCILE_AFTER_MS;
-    if (isTerminalRun(state.status)) {
-      const deadLettered = state.status === "failed" && state.failure?.type !== "cancelled" && state.failure?.type !== "budget_exceeded";
-      return deadLettered && state.finishedAt !== null ? state.finishedAt + DEAD_LETTER_DUE_MS : null;
-    }
-    const timer = nextTimerAt(state);
-    return (timer ?? Date.now()) + grace;
+    return reconcileDueAt(state, timerSettings(this.env as Env), Date.now());
   }
 
-  /**
-   * Keeps the one alarm at or before the earliest timer: the run's own (nextTimerAt), the
-   * delivery of undelivered costs, a dead-letter resend, and the end of a finished run's
-   * retention. Moving it later is skipped on the hot path (an early alarm finds nothing due and
-   * re-arms itself), which saves a storage write per step.
-   */
+  /** Keeps the one alarm at or before the earliest deadline: the run's own timers, costs due, an outbox retry, the end of retention. */
   private armAlarm(state: RunState, alarmFired: boolean): Promise<void> {
-    const candidates = [nextTimerAt(state), this.costsDueAt, this.outboxRetryAt, this.retentionAt(state)].filter((t): t is number => t !== null);
-    const next = candidates.length > 0 ? Math.min(...candidates) : null;
-    if (next === null) {
-      // Nothing left to wait for: a finished run keeps no timer, so an idle platform costs nothing.
-      const had = this.alarmAt !== null && !alarmFired;
-      this.alarmAt = null;
-      return had ? this.ctx.storage.deleteAlarm() : Promise.resolve();
-    }
-    // Off the hot path (a finished run) the alarm moves later too, so no early alarm wakes it for nothing.
-    if (alarmFired || this.alarmAt === null || next < this.alarmAt || (isTerminalRun(state.status) && next !== this.alarmAt)) {
-      this.alarmAt = next;
-      return this.ctx.storage.setAlarm(next);
-    }
-    return Promise.resolve();
+    return this.alarmClock.arm([nextTimerAt(state), this.costs.dueAt, this.effects.outboxRetryAt, this.retentionAt(state)], {
+      finished: isTerminalRun(state.status),
+      alarmFired,
+    });
   }
 
   private view(state: RunState): RunSnapshot {

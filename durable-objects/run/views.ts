@@ -1,6 +1,7 @@
 /** The run as its callers see it (GET /v1/runs/:id and every command's reply). */
 import type { JsonValue } from "../../src/domain/input-references";
-import { identityOf, type RunState } from "../../src/domain/run-machine";
+import { identityOf } from "../../src/domain/run-identity";
+import type { RunState } from "../../src/domain/run-machine";
 import type { JsonObject, RunSnapshot } from "./rpc";
 
 /** What every view of a run starts with (the snapshot, the D1 index row): who, where, and how far. */

@@ -1,23 +1,26 @@
 import { z } from "@hono/zod-openapi";
-import { FAILURE_TYPES, PRIORITIES, RUN_STATUSES, STEP_STATUSES } from "../domain/run-status";
+import { FAILURE_TYPES, RUN_STATUSES, STEP_STATUSES } from "../domain/run-status";
+import { RunIdentitySchema } from "../domain/run-identity";
 
 const Money = z.union([z.number().int(), z.string()]);
 
-export const RunSchema = z
-  .object({
-    id: z.string(),
-    customerId: z.string(),
-    projectId: z.string(),
-    runType: z.string().nullable(),
-    pool: z.string(),
-    priority: z.enum(PRIORITIES),
-    status: z.enum(RUN_STATUSES),
+/** What every view of a run starts with: who, where, and how far. */
+const RunHeadlineSchema = RunIdentitySchema.extend({
+  status: z.enum(RUN_STATUSES),
+  createdAt: z.string(),
+  startedAt: z.string().nullable(),
+  finishedAt: z.string().nullable(),
+  durationMs: z.number().nullable(),
+});
+
+export const RunSummarySchema = RunHeadlineSchema.extend({
+  failure: z.object({ type: z.enum(FAILURE_TYPES), step: z.string().nullable() }).optional(),
+}).openapi("RunSummary");
+
+export const RunSchema = RunHeadlineSchema
+  .extend({
     input: z.unknown(),
     metadata: z.record(z.string(), z.unknown()),
-    createdAt: z.string(),
-    startedAt: z.string().nullable(),
-    finishedAt: z.string().nullable(),
-    durationMs: z.number().nullable(),
     steps: z.array(
       z.object({
         name: z.string(),

@@ -1,5 +1,7 @@
 import { z } from "zod";
 import type { RollupRow } from "../domain/cost-records";
+import { RunIdentitySchema } from "../domain/run-identity";
+import { FAILURE_TYPES, RUN_STATUSES } from "../domain/run-status";
 
 /** A step dispatch: "run step `stepIndex` of run `runId`, generation `dispatch`". */
 export const JobMessageSchema = z
@@ -26,18 +28,12 @@ const AttemptRowSchema = z.object({
 });
 export type AttemptRow = z.infer<typeof AttemptRowSchema>;
 
-export const RunIndexRowSchema = z.object({
-  id: z.string(),
-  customerId: z.string(),
-  projectId: z.string(),
-  runType: z.string().nullable(),
-  pool: z.string(),
-  priority: z.string(),
-  status: z.string(),
+export const RunIndexRowSchema = RunIdentitySchema.extend({
+  status: z.enum(RUN_STATUSES),
   createdAt: z.number(),
   startedAt: z.number().nullable(),
   finishedAt: z.number().nullable(),
-  failureType: z.string().nullable(),
+  failureType: z.enum(FAILURE_TYPES).nullable(),
   failedStep: z.string().nullable(),
   idempotencyKey: z.string().nullable(),
   /** Monotonic per run: an older update never overwrites a newer one. */

@@ -5,6 +5,7 @@
  * Migrations come from this file: `npm run db:generate`.
  */
 import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+import { FAILURE_TYPES, PRIORITIES, RUN_STATUSES } from "../domain/run-status";
 
 export const customers = sqliteTable("customers", {
   id: text("id").primaryKey(),
@@ -82,13 +83,13 @@ export const runs = sqliteTable(
     projectId: text("project_id").notNull(),
     runType: text("run_type"),
     pool: text("pool").notNull(),
-    priority: text("priority").notNull(),
-    status: text("status").notNull(),
+    priority: text("priority", { enum: PRIORITIES }).notNull(),
+    status: text("status", { enum: RUN_STATUSES }).notNull(),
     createdAt: integer("created_at").notNull(),
     startedAt: integer("started_at"),
     finishedAt: integer("finished_at"),
     durationMs: integer("duration_ms"),
-    failureType: text("failure_type"),
+    failureType: text("failure_type", { enum: FAILURE_TYPES }),
     failedStep: text("failed_step"),
     idempotencyKey: text("idempotency_key"),
     /** The run object's event sequence when this row was written; older updates lose. */

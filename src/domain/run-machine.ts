@@ -11,12 +11,12 @@ import {
   isRetryableFailure,
   isTerminalRun,
   type FailureType,
-  type Priority,
   type RunStatus,
   type StepStatus,
 } from "./run-status";
 import { getStepType } from "../steps/registry";
 import type { StepFailure } from "./run-status";
+import type { RunIdentity } from "./run-identity";
 
 export interface StepDefinition {
   name: string;
@@ -27,20 +27,6 @@ export interface StepDefinition {
 }
 
 /** Who a run belongs to and where it runs: the fields every shape of a run starts with. */
-export interface RunIdentity {
-  id: string;
-  customerId: string;
-  projectId: string;
-  runType: string | null;
-  pool: string;
-  priority: Priority;
-}
-
-/** The fields of a RunIdentity, for copying one out of a larger shape. */
-export function identityOf(run: RunIdentity): RunIdentity {
-  return { id: run.id, customerId: run.customerId, projectId: run.projectId, runType: run.runType, pool: run.pool, priority: run.priority };
-}
-
 export interface RunDefinition extends RunIdentity {
   input: unknown;
   metadata: Record<string, unknown>;

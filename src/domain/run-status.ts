@@ -47,3 +47,10 @@ export const isActiveStep = (status: StepStatus) => ACTIVE_STEP.has(status);
 /** Failure types worth another attempt: the same work may succeed later. */
 export const isRetryableFailure = (type: FailureType) =>
   type === "transient" || type === "timeout" || type === "worker_error";
+
+/** Failures the customer or its budget chose: the run ends, but nothing goes to the dead-letter queue. */
+const NOT_DEAD_LETTERED: ReadonlySet<FailureType> = new Set(["cancelled", "budget_exceeded"]);
+
+/** A failed run whose failing step has (or should have) a dead-letter entry. */
+export const isDeadLettered = (run: { status: RunStatus; failure: { type: FailureType } | null }) =>
+  run.status === "failed" && run.failure !== null && !NOT_DEAD_LETTERED.has(run.failure.type);

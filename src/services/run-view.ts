@@ -1,5 +1,5 @@
 import type { RunCostView, RunEvent, RunSnapshot } from "../../durable-objects/run/rpc";
-import { identityOf } from "../domain/run-machine";
+import { identityOf } from "../domain/run-identity";
 import { nanoJson, nanoToUsdString } from "../domain/money";
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());

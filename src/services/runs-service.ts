@@ -1,7 +1,8 @@
 import { runStub } from "../../durable-objects/run/rpc";
 import { and, desc, eq, gte, lt, lte, or, type SQL } from "drizzle-orm";
 import type { DrizzleD1Database } from "drizzle-orm/d1";
-import { identityOf, type RunDefinition } from "../domain/run-machine";
+import { identityOf } from "../domain/run-identity";
+import type { RunDefinition } from "../domain/run-machine";
 import type { Principal } from "../domain/principal";
 import { DomainError } from "../domain/errors";
 import { cursorKey, pageOf, timeAndIdCursor } from "../domain/pagination";

@@ -647,14 +647,14 @@ export interface components {
             priority: "high" | "normal" | "low";
             /** @enum {string} */
             status: "queued" | "running" | "waiting" | "succeeded" | "failed" | "cancelled";
-            input?: unknown;
-            metadata: {
-                [key: string]: unknown;
-            };
             createdAt: string;
             startedAt: string | null;
             finishedAt: string | null;
             durationMs: number | null;
+            input?: unknown;
+            metadata: {
+                [key: string]: unknown;
+            };
             steps: {
                 name: string;
                 type: string;
@@ -724,14 +724,17 @@ export interface components {
             projectId: string;
             runType: string | null;
             pool: string;
-            priority: string;
-            status: string;
+            /** @enum {string} */
+            priority: "high" | "normal" | "low";
+            /** @enum {string} */
+            status: "queued" | "running" | "waiting" | "succeeded" | "failed" | "cancelled";
             createdAt: string;
             startedAt: string | null;
             finishedAt: string | null;
             durationMs: number | null;
             failure?: {
-                type: string;
+                /** @enum {string} */
+                type: "transient" | "timeout" | "worker_error" | "permanent" | "budget_exceeded" | "cancelled";
                 step: string | null;
             };
         };

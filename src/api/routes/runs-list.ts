@@ -2,23 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import type { App } from "../context";
 import { ClientName, PageQuery, bearer, errors, json } from "../openapi";
 import { RUN_STATUSES } from "../../domain/run-status";
-
-const RunSummary = z
-  .object({
-    id: z.string(),
-    customerId: z.string(),
-    projectId: z.string(),
-    runType: z.string().nullable(),
-    pool: z.string(),
-    priority: z.string(),
-    status: z.string(),
-    createdAt: z.string(),
-    startedAt: z.string().nullable(),
-    finishedAt: z.string().nullable(),
-    durationMs: z.number().nullable(),
-    failure: z.object({ type: z.string(), step: z.string().nullable() }).optional(),
-  })
-  .openapi("RunSummary");
+import { RunSummarySchema } from "../schemas";
 
 const route = createRoute({
   method: "get",
@@ -39,7 +23,7 @@ const route = createRoute({
     }),
   },
   responses: {
-    200: json(z.object({ runs: z.array(RunSummary), nextCursor: z.string().nullable() }), "A page of runs"),
+    200: json(z.object({ runs: z.array(RunSummarySchema), nextCursor: z.string().nullable() }), "A page of runs"),
     ...errors(400, 401, 403, 429, 503),
   },
 });
