@@ -16,7 +16,7 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, rmSync, writeFileSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { request } from "./lib/api.mjs";
+import { createRunplaneClient } from "../clients/typescript/src/index.ts";
 import { ROOT as root } from "./lib/root.mjs";
 import { applyLocalMigrations, ramDisk, signalGroup, spawnDev, waitForHealth } from "./lib/runtime.mjs";
 
@@ -133,20 +133,37 @@ function runtimeRssKiB(pid) {
 
 // ---- workload ----------------------------------------------------------------------------
 
-/** The API as the bench's admin (by default): the parsed answer, or an error for any non-2xx. */
-async function call(base, method, route, body, key = ADMIN) {
-  const res = await request(base, method, route, { body, key });
-  if (!res.ok) throw new Error(`${method} ${route} → ${res.status} ${res.text.slice(0, 300)}`);
-  return res.text ? JSON.parse(res.text) : null;
+/**
+ * The API through the project's client. No retries: a 429 fails the bench (its customer's plan
+ * is far above its rates), rather than being waited out inside a measured submission.
+ */
+const platform = (base, apiKey) => createRunplaneClient({ baseUrl: base, apiKey, retry: { maxRetries: 0 } });
+
+/**
+ * A POST to the bench worker's own routes (bench/worker.ts: the other variants), which are not
+ * part of the API or its document: sent as the API's requests were before the client, with the
+ * same headers, so that every variant's submission costs the same on this side.
+ */
+async function harness(base, route, body) {
+  const res = await fetch(`${base}${route}`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${ADMIN}`, "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`POST ${route} → ${res.status} ${text.slice(0, 300)}`);
+  return text ? JSON.parse(text) : null;
 }
 
 async function benchCustomerKey(base) {
   const id = `bench-${Date.now().toString(36)}`;
-  const created = await call(base, "POST", "/v1/customers", {
-    id,
-    name: "Benchmark",
-    // The bench measures the step path, not admission: its customer's plan is far above the bench's rates.
-    plan: { rateLimit: { requestsPerSecond: 100_000, burst: 1_000_000 }, maxRunsInFlight: 1_000_000 },
+  const created = await platform(base, ADMIN).POST("/v1/customers", {
+    body: {
+      id,
+      name: "Benchmark",
+      // The bench measures the step path, not admission: its customer's plan is far above the bench's rates.
+      plan: { rateLimit: { requestsPerSecond: 100_000, burst: 1_000_000 }, maxRunsInFlight: 1_000_000 },
+    },
   });
   return created.apiKey;
 }
@@ -175,7 +192,7 @@ function progressBar(label, done, total, started) {
 }
 
 async function trial(ctx, variant, n, label) {
-  const { base, opts, key, pid } = ctx;
+  const { base, opts, runplane, pid } = ctx;
   const trialId = `t-${variant}-${Date.now().toString(36)}`;
   await fetch(`${base}/bench/usage?reset=1`);
   const cpuBefore = treeCpuSeconds(pid);
@@ -198,8 +215,8 @@ async function trial(ctx, variant, n, label) {
     while (next < n) {
       const i = next++;
       const t0 = performance.now();
-      if (variant === "runplane") await call(base, "POST", "/v1/runs", runplaneBody(trialId, opts.steps, opts.failRate), key);
-      else await call(base, "POST", `/bench/${variant}/run`, { trial: trialId, id: `r${i}`, steps: opts.steps, failRate: opts.failRate });
+      if (variant === "runplane") await runplane.POST("/v1/runs", { body: runplaneBody(trialId, opts.steps, opts.failRate) });
+      else await harness(base, `/bench/${variant}/run`, { trial: trialId, id: `r${i}`, steps: opts.steps, failRate: opts.failRate });
       submitMs.push(performance.now() - t0);
     }
   };
@@ -295,8 +312,8 @@ async function main() {
   process.on("SIGINT", stop);
   process.on("SIGTERM", stop);
   try {
-    const key = await benchCustomerKey(runtime.base);
-    const ctx = { base: runtime.base, opts, key, pid: runtime.child?.pid };
+    const runplane = platform(runtime.base, await benchCustomerKey(runtime.base));
+    const ctx = { base: runtime.base, opts, runplane, pid: runtime.child?.pid };
     console.log(`Runplane benchmark: ${opts.runs} runs × ${opts.steps} steps, submit concurrency ${opts.concurrency}, fail rate ${opts.failRate}, ${opts.rounds} rounds, variants ${opts.variants.join(" ")}`);
     // Warm every variant once (compilation, first D1/DO creation) before measuring.
     for (const v of opts.variants) await trial(ctx, v, Math.min(20, opts.runs), `warm-up ${v}`);

@@ -23,7 +23,7 @@
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { request } from "./lib/api.mjs";
+import { createRunplaneClient, RunplaneError } from "../clients/typescript/src/index.ts";
 import { ROOT as root } from "./lib/root.mjs";
 import { applyLocalMigrations, ramDisk, signalGroup, spawnDev, waitForHealth } from "./lib/runtime.mjs";
 
@@ -105,22 +105,30 @@ class Runtime {
   }
 }
 
-/** The API as the chaos admin (by default): status and parsed body; throws if it does not answer (or not in JSON). */
-async function call(base, method, route, body, key = ADMIN) {
-  const res = await request(base, method, route, { body, key, timeoutMs: 30_000 });
-  return { status: res.status, body: res.text ? JSON.parse(res.text) : null };
-}
+/** The API through the project's client; a request that does not answer in 30 s is given up. */
+const platform = (base, apiKey) => createRunplaneClient({ baseUrl: base, apiKey, timeoutMs: 30_000 });
 
-/** Calls until the runtime answers (it may be down between a kill and its restart). */
-async function callUp(base, method, route, body, key, deadline) {
+/**
+ * `attempt()` again until the runtime answers (it may be down between a kill and its restart, or
+ * answer 5xx while it comes back). A 4xx is the API's considered answer: thrown at once.
+ */
+async function callUp(attempt, deadline) {
   for (;;) {
     try {
-      return await call(base, method, route, body, key);
+      return await attempt();
     } catch (err) {
-      if (Date.now() > deadline) throw err;
+      const considered = err instanceof RunplaneError && err.status < 500 && err.code !== "unexpected_response";
+      if (considered || Date.now() > deadline) throw err;
       await sleep(500);
     }
   }
+}
+
+/** Every element of a paged list (the client follows nextCursor). */
+async function all(items) {
+  const found = [];
+  for await (const item of items) found.push(item);
+  return found;
 }
 
 function workload(opts, random, customers) {
@@ -181,20 +189,23 @@ async function main() {
   try {
     console.log(`chaos: ${opts.runs} runs × ${opts.steps} steps for 2 customers (one with a ${BUDGET_USD} USD hard budget), default timers, seed ${opts.seed}`);
     await runtime.start();
+    // The runtime keeps its port across restarts: one client per key serves the whole run.
+    const admin = platform(runtime.base, ADMIN);
     const tag = opts.seed.toString(36);
     const customers = [];
     for (const [id, budget] of [[`chaos-${tag}-open`, undefined], [`chaos-${tag}-capped`, { monthlyLimitUsd: BUDGET_USD, softThresholds: [0.5] }]]) {
-      const created = await call(runtime.base, "POST", "/v1/customers", {
-        id,
-        name: id,
-        // Faults are the subject, not admission: the plan is far above the workload's rates.
-        plan: { rateLimit: { requestsPerSecond: 100_000, burst: 1_000_000 }, maxRunsInFlight: 1_000_000 },
-        ...(budget ? { budget } : {}),
+      const created = await admin.POST("/v1/customers", {
+        body: {
+          id,
+          name: id,
+          // Faults are the subject, not admission: the plan is far above the workload's rates.
+          plan: { rateLimit: { requestsPerSecond: 100_000, burst: 1_000_000 }, maxRunsInFlight: 1_000_000 },
+          ...(budget ? { budget } : {}),
+        },
       });
-      if (created.status !== 201) throw new Error(`customer: ${created.status} ${JSON.stringify(created.body)}`);
-      customers.push({ id, key: created.body.apiKey, budgeted: budget !== undefined });
+      customers.push({ id, runplane: platform(runtime.base, created.apiKey), budgeted: budget !== undefined });
     }
-    const pricing = (await call(runtime.base, "GET", "/v1/pricing")).body.inForce.models.find((m) => m.model === MODEL);
+    const pricing = (await admin.GET("/v1/pricing")).inForce.models.find((m) => m.model === MODEL);
     const price = { input: pricing.inputNanoUsdPerMTok, cached: pricing.cachedInputNanoUsdPerMTok ?? pricing.inputNanoUsdPerMTok, output: pricing.outputNanoUsdPerMTok };
 
     const runs = workload(opts, random, customers);
@@ -208,12 +219,10 @@ async function main() {
       for (;;) {
         if (Date.now() > deadline) throw new Error("timed out submitting");
         try {
-          const res = await call(runtime.base, "POST", "/v1/runs", body, customer.key);
-          if (res.status === 202 || res.status === 200) return res.body.run.id;
-          if (res.status === 402 && customer.budgeted) return null; // the budget is spent: refused, as it should be
-          throw new Error(`POST /v1/runs → ${res.status} ${JSON.stringify(res.body)}`);
-        } catch {
-          // The runtime is down (killed): the idempotency key makes the retry safe.
+          return (await customer.runplane.POST("/v1/runs", { body })).run.id;
+        } catch (err) {
+          if (err instanceof RunplaneError && err.status === 402 && customer.budgeted) return null; // the budget is spent: refused, as it should be
+          // The runtime is down (killed), or answered otherwise: the idempotency key makes the retry safe.
           await sleep(500);
         }
       }
@@ -258,8 +267,9 @@ async function main() {
         // Mid-step: runs are being worked on right now. Follow one of them across the kill.
         const candidate = ids.filter(Boolean).at(-1);
         const customer = runs[ids.indexOf(candidate)].customer;
-        const before = (await call(runtime.base, "GET", `/v1/runs/${candidate}/cost`, undefined, customer.key)).body;
-        const state = (await call(runtime.base, "GET", `/v1/runs/${candidate}`, undefined, customer.key)).body.run;
+        const path = { params: { path: { id: candidate } } };
+        const before = await customer.runplane.GET("/v1/runs/{id}/cost", path);
+        const { run: state } = await customer.runplane.GET("/v1/runs/{id}", path);
         watched = { id: candidate, customer, before, statusBefore: state.status, stepsBefore: state.steps.map((s) => `${s.name}:${s.status}`).join(" ") };
         await killAndRestart("mid-step", `${watched.id} ${watched.statusBefore}: ${watched.stepsBefore}`);
       });
@@ -296,7 +306,7 @@ async function main() {
         // while the wave sleeps), not by polling: it lands in the middle of the wave's end.
         const wakes = [];
         for (const id of waveIds) {
-          const events = (await call(runtime.base, "GET", `/v1/runs/${id}/events`, undefined, open.key)).body.events;
+          const { events } = await open.runplane.GET("/v1/runs/{id}/events", { params: { path: { id } } });
           const waiting = events.find((e) => e.type === "step.waiting");
           if (waiting?.data?.wakeAt) wakes.push(Date.parse(waiting.data.wakeAt));
         }
@@ -311,7 +321,7 @@ async function main() {
         let unsettled = 0;
         let ended = 0;
         for (const id of waveIds) {
-          const run = (await call(runtime.base, "GET", `/v1/runs/${id}`, undefined, open.key)).body.run;
+          const { run } = await open.runplane.GET("/v1/runs/{id}", { params: { path: { id } } });
           if (!TERMINAL.has(run.status)) continue;
           ended += 1;
           const finished = Date.parse(run.finishedAt);
@@ -328,8 +338,9 @@ async function main() {
     for (let i = 0; i < runs.length; i += 10) {
       if (refused.has(i)) continue;
       const { customer, body } = runs[i];
-      const res = await callUp(runtime.base, "POST", "/v1/runs", body, customer.key, deadline);
-      if (res.status !== 200 || res.body.run.id !== ids[i]) violations.push(`duplicate submission of run #${i} answered ${res.status} with ${res.body?.run?.id ?? "no run"} (expected 200 and ${ids[i]})`);
+      // The raw call: the status (200, the run it made; not 202, a new one) is the point.
+      const { data, response } = await callUp(() => customer.runplane.api.POST("/v1/runs", { body }), deadline);
+      if (response.status !== 200 || data?.run.id !== ids[i]) violations.push(`duplicate submission of run #${i} answered ${response.status} with ${data?.run?.id ?? "no run"} (expected 200 and ${ids[i]})`);
     }
     const accepted = ids.map((id, i) => ({ id, i })).filter((r) => r.id !== null);
     console.log(`  all ${runs.length} runs submitted (${refused.size} refused with 402 by the budget); waiting for them to finish`);
@@ -337,8 +348,8 @@ async function main() {
     const finals = new Map();
     for (;;) {
       for (const { id, i } of accepted.filter((r) => !finals.has(r.id))) {
-        const res = await callUp(runtime.base, "GET", `/v1/runs/${id}`, undefined, runs[i].customer.key, deadline);
-        if (res.status === 200 && TERMINAL.has(res.body.run.status)) finals.set(id, res.body.run);
+        const { run } = await callUp(() => runs[i].customer.runplane.GET("/v1/runs/{id}", { params: { path: { id } } }), deadline);
+        if (TERMINAL.has(run.status)) finals.set(id, run);
       }
       process.stdout.write(`\r  finished ${finals.size}/${accepted.length}   `);
       await cronTick(runtime.base);
@@ -360,15 +371,10 @@ async function main() {
     for (;;) {
       entries = [];
       for (const customer of customers) {
-        for (let cursor = null; ;) {
-          const res = await callUp(runtime.base, "GET", `/v1/dlq?customerId=${customer.id}&limit=500${cursor ? `&cursor=${cursor}` : ""}`, undefined, ADMIN, deadline);
-          entries.push(...res.body.entries);
-          cursor = res.body.nextCursor;
-          if (!cursor) break;
-        }
+        entries.push(...(await callUp(() => all(admin.items("/v1/dlq", { params: { query: { customerId: customer.id, limit: 500 } } })), deadline)));
       }
       const ours = new Set(customers.map((c) => c.id));
-      alerts = (await callUp(runtime.base, "GET", "/v1/alerts?kind=dlq_entry&limit=500", undefined, ADMIN, deadline)).body.alerts.filter((a) => ours.has(a.customerId));
+      alerts = (await callUp(() => admin.GET("/v1/alerts", { params: { query: { kind: "dlq_entry", limit: 500 } } }), deadline)).alerts.filter((a) => ours.has(a.customerId));
       if ((entries.length >= deadLettered && alerts.length >= entries.length) || Date.now() > deadline) break;
       await cronTick(runtime.base);
       await sleep(2000);
@@ -398,7 +404,7 @@ async function main() {
       if (runs[i].expectPermanent && run.status === "succeeded") violations.push(`run ${id} had a permanent failure but succeeded`);
       retried += run.steps.reduce((n, s) => n + Math.max(0, s.attempts - 1), 0);
 
-      const events = (await callUp(runtime.base, "GET", `/v1/runs/${id}/events`, undefined, runs[i].customer.key, deadline)).body.events;
+      const events = await callUp(() => all(runs[i].customer.runplane.items("/v1/runs/{id}/events", { params: { path: { id } } })), deadline);
       const succeededAt = new Map();
       for (const e of events) {
         if (e.type === "step.succeeded") succeededAt.set(e.step, e.seq);
@@ -416,8 +422,8 @@ async function main() {
     const costs = new Map();
     for (;;) {
       for (const { id, i } of accepted.filter((r) => !costs.has(r.id))) {
-        const res = await callUp(runtime.base, "GET", `/v1/runs/${id}/cost`, undefined, runs[i].customer.key, deadline);
-        if (res.status === 200 && res.body.settled) costs.set(id, res.body);
+        const cost = await callUp(() => runs[i].customer.runplane.GET("/v1/runs/{id}/cost", { params: { path: { id } } }), deadline);
+        if (cost.settled) costs.set(id, cost);
       }
       if (costs.size === accepted.length || Date.now() > deadline) break;
       await cronTick(runtime.base);
@@ -440,9 +446,10 @@ async function main() {
       let report;
       let reconciliation;
       for (;;) {
-        ledger = (await callUp(runtime.base, "GET", `/v1/customers/${customer.id}`, undefined, ADMIN, deadline)).body.customer.spend;
-        report = (await callUp(runtime.base, "GET", `/v1/costs?customerId=${customer.id}`, undefined, ADMIN, deadline)).body;
-        reconciliation = (await callUp(runtime.base, "GET", `/v1/customers/${customer.id}/ledger`, undefined, ADMIN, deadline)).body.ledger.reconciliation;
+        const path = { params: { path: { id: customer.id } } };
+        ledger = (await callUp(() => admin.GET("/v1/customers/{id}", path), deadline)).customer.spend;
+        report = await callUp(() => admin.GET("/v1/costs", { params: { query: { customerId: customer.id } } }), deadline);
+        reconciliation = (await callUp(() => admin.GET("/v1/customers/{id}/ledger", path), deadline)).ledger.reconciliation;
         const agree = BigInt(ledger.monthToDateNanoUsd) === sumOfRuns && BigInt(report.totalNanoUsd) === sumOfRuns && BigInt(reconciliation.differenceNanoUsd) === 0n;
         if ((agree && BigInt(ledger.heldNanoUsd) === 0n) || Date.now() > deadline) break;
         await cronTick(runtime.base);
@@ -484,7 +491,7 @@ async function main() {
     console.log("  money (nano-USD)  customer: Σ runs | ledger | D1 report | held | reconciliation difference");
     for (const m of money) console.log(`    ${m.customer}: ${m.runs} | ${m.ledger} | ${m.d1} | ${m.held} | ${m.reconciliation.differenceNanoUsd} (${m.reconciliation.runsCompared} runs compared, ${m.reconciliation.repaired.length} repaired)`);
     if (watched) {
-      const after = costs.get(watched.id) ?? (await callUp(runtime.base, "GET", `/v1/runs/${watched.id}/cost`, undefined, watched.customer.key, deadline)).body;
+      const after = costs.get(watched.id) ?? (await callUp(() => watched.customer.runplane.GET("/v1/runs/{id}/cost", { params: { path: { id: watched.id } } }), deadline));
       const line = (c) => `total ${c.totalNanoUsd} = AI ${c.aiNanoUsd} + infra ${c.infraNanoUsd}; settled ${c.settled}; ${c.lines.map((l) => `${l.meter}${l.model ? `/${l.model}` : ""} ${l.quantity}→${l.nanoUsd}`).join(", ")}`;
       console.log(`  one run across the first kill: ${watched.id} (${watched.stepsBefore} when killed)`);
       console.log(`    before: ${line(watched.before)}`);

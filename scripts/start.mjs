@@ -11,14 +11,15 @@
 //   6. runs until Ctrl-C / SIGTERM (forwarded to wrangler); exits non-zero if wrangler dies
 //
 // Environment: PORT (default 8787), STARTUP_TIMEOUT_MS (default 90000).
-// Plain Node ESM, no dependencies; npm puts node_modules/.bin (Node 22) first on PATH.
+// Plain Node ESM; it talks to the API through the project's own client (clients/typescript),
+// whose TypeScript source Node runs by type stripping. npm puts node_modules/.bin (Node 22)
+// first on PATH.
 
 import { spawn } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { dirname, join, relative } from "node:path";
 import { createInterface } from "node:readline";
-import { request } from "./lib/api.mjs";
 import { ROOT } from "./lib/root.mjs";
 import { signalGroup, waitForHealth as untilHealthy } from "./lib/runtime.mjs";
 
@@ -110,9 +111,9 @@ setInterval(() => {
 
 function checkEnvironment() {
   const [major, minor] = process.versions.node.split(".").map(Number);
-  if (major < 22 || (major === 22 && minor < 12)) {
+  if (major < 22 || (major === 22 && minor < 18)) {
     throw new StartError(
-      `Node ${process.versions.node} is too old for wrangler (needs >= 22.12). Run through npm ("npm start"), ` +
+      `Node ${process.versions.node} is too old (wrangler needs >= 22.12, running the API client's TypeScript >= 22.18). Run through npm ("npm start"), ` +
         `which puts the project's Node 22 from node_modules/.bin first on PATH.`,
     );
   }
@@ -190,8 +191,8 @@ async function waitForHealth(child) {
 
 async function checkReady() {
   try {
-    const res = await fetch(`${BASE_URL}/health/ready`, { signal: AbortSignal.timeout(5000) });
-    if (res.status !== 200) say(red(`warning: GET /health/ready answered ${res.status}: ${await res.text()}`));
+    const { data, error, response } = await client().api.GET("/health/ready", { signal: AbortSignal.timeout(5000) });
+    if (response.status !== 200) say(red(`warning: GET /health/ready answered ${response.status}: ${JSON.stringify(data ?? error)}`));
   } catch (err) {
     say(red(`warning: GET /health/ready failed: ${err.message}`));
   }
@@ -200,20 +201,23 @@ async function checkReady() {
 // ---------------------------------------------------------------------------------------
 // Seeding (idempotent: the local state in .wrangler/ survives restarts)
 
-/** The API with `key`: status, text and the parsed JSON (undefined when the answer is not JSON). */
-async function api(method, path, key, body) {
-  const { status, text } = await request(BASE_URL, method, path, { body, key, timeoutMs: 15_000 });
-  let json;
-  try {
-    json = text ? JSON.parse(text) : undefined;
-  } catch {
-    json = undefined;
-  }
-  return { status, json, text };
+/** The client module (clients/typescript), loaded once checkEnvironment has seen a Node that strips types. */
+let Runplane;
+
+/** The API through the project's client, with `apiKey` (none: the public routes). */
+function client(apiKey) {
+  return Runplane.createRunplaneClient({ baseUrl: BASE_URL, apiKey, timeoutMs: 15_000 });
 }
 
-function unexpected(what, res) {
-  return new StartError(`${what}: unexpected HTTP ${res.status}: ${res.text.slice(0, 500)}`);
+/** The API's answer `err` (a RunplaneError) was not one this script expected. */
+function unexpected(what, err) {
+  if (!(err instanceof Runplane.RunplaneError)) return err;
+  return new StartError(`${what}: unexpected HTTP ${err.status} ${err.code}: ${err.message.slice(0, 500)}`);
+}
+
+/** The API refused with one of `statuses`: the caller carries on; anything else is thrown. */
+function refusedWith(err, ...statuses) {
+  return err instanceof Runplane.RunplaneError && statuses.includes(err.status);
 }
 
 function readDemoFile() {
@@ -241,37 +245,45 @@ const DEMO_CUSTOMER = {
   budget: { monthlyLimitUsd: "100" },
 };
 
-async function seedDemoCustomer(adminKey) {
+async function seedDemoCustomer(admin) {
   const saved = readDemoFile();
-  const existing = await api("GET", `/v1/customers/${DEMO_CUSTOMER_ID}`, adminKey);
-  if (existing.status === 404) {
-    const created = await api("POST", "/v1/customers", adminKey, DEMO_CUSTOMER);
-    if (created.status === 201) {
-      const data = { customerId: DEMO_CUSTOMER_ID, apiKey: created.json.apiKey, keyId: created.json.keyId, createdAt: new Date().toISOString() };
+  const demo = { params: { path: { id: DEMO_CUSTOMER_ID } } };
+  const exists = await admin.GET("/v1/customers/{id}", demo).then(
+    () => true,
+    (err) => {
+      if (refusedWith(err, 404)) return false;
+      throw unexpected(`GET /v1/customers/${DEMO_CUSTOMER_ID} with the admin key`, err);
+    },
+  );
+  if (!exists) {
+    try {
+      const created = await admin.POST("/v1/customers", { body: DEMO_CUSTOMER });
+      const data = { customerId: DEMO_CUSTOMER_ID, apiKey: created.apiKey, keyId: created.keyId, createdAt: new Date().toISOString() };
       writeDemoFile(data);
       say(`created demo customer "${DEMO_CUSTOMER_ID}"; its API key is saved in ${relative(ROOT, DEMO_FILE)}`);
       return data;
+    } catch (err) {
+      // 409: created concurrently; carry on as "exists".
+      if (!refusedWith(err, 409)) throw unexpected("creating the demo customer", err);
     }
-    if (created.status !== 409) throw unexpected("creating the demo customer", created);
-    // 409: created concurrently; carry on as "exists".
-  } else if (existing.status !== 200) {
-    throw unexpected(`GET /v1/customers/${DEMO_CUSTOMER_ID} with the admin key`, existing);
   }
 
   if (saved) {
-    const check = await api("GET", `/v1/customers/${DEMO_CUSTOMER_ID}`, saved.apiKey);
-    if (check.status === 200) {
+    try {
+      await client(saved.apiKey).GET("/v1/customers/{id}", demo);
       say(`demo customer "${DEMO_CUSTOMER_ID}" exists; reusing the API key saved in ${relative(ROOT, DEMO_FILE)}`);
       return saved;
+    } catch (err) {
+      if (!refusedWith(err, 401, 404)) throw unexpected("checking the saved demo API key", err);
+      say(`the API key saved in ${relative(ROOT, DEMO_FILE)} is no longer valid (HTTP ${err.status}); creating a new one`);
     }
-    if (check.status !== 401 && check.status !== 404) throw unexpected("checking the saved demo API key", check);
-    say(`the API key saved in ${relative(ROOT, DEMO_FILE)} is no longer valid (HTTP ${check.status}); creating a new one`);
   } else {
     say(`demo customer "${DEMO_CUSTOMER_ID}" exists but ${relative(ROOT, DEMO_FILE)} is missing; creating a new API key`);
   }
-  const key = await api("POST", `/v1/customers/${DEMO_CUSTOMER_ID}/keys`, adminKey);
-  if (key.status !== 201) throw unexpected("creating a demo API key", key);
-  const data = { customerId: DEMO_CUSTOMER_ID, apiKey: key.json.apiKey, keyId: key.json.key?.id, createdAt: new Date().toISOString() };
+  const key = await admin.POST("/v1/customers/{id}/keys", demo).catch((err) => {
+    throw unexpected("creating a demo API key", err);
+  });
+  const data = { customerId: DEMO_CUSTOMER_ID, apiKey: key.apiKey, keyId: key.key.id, createdAt: new Date().toISOString() };
   writeDemoFile(data);
   return data;
 }
@@ -322,12 +334,13 @@ const RUN_TYPES = {
   },
 };
 
-async function seedRunTypes(adminKey) {
+async function seedRunTypes(admin) {
   const results = [];
   for (const [name, definition] of Object.entries(RUN_TYPES)) {
-    const res = await api("PUT", `/v1/run-types/${name}`, adminKey, definition);
-    if (res.status !== 200 && res.status !== 201) throw unexpected(`PUT /v1/run-types/${name}`, res);
-    results.push(`${name} (${res.status === 201 ? "created" : "up to date"})`);
+    // The raw call: whether it was created (201) or replaced (200) is in the status.
+    const { error, response } = await admin.api.PUT("/v1/run-types/{name}", { params: { path: { name } }, body: definition });
+    if (!response.ok) throw unexpected(`PUT /v1/run-types/${name}`, Runplane.RunplaneError.fromResponse(response, error));
+    results.push(`${name} (${response.status === 201 ? "created" : "up to date"})`);
   }
   say(`run types: ${results.join(", ")}`);
 }
@@ -453,43 +466,53 @@ function exited(child) {
  * Runs the sample run types once for the demo customer and prints what they cost, by customer
  * and by model, as the costs API reports it: the platform's cost tracking, visible at once.
  */
-async function demoCosts(adminKey, demo) {
-  const key = demo.apiKey ?? demo.key;
+async function demoCosts(admin, demo) {
+  const runplane = client(demo.apiKey ?? demo.key);
   const ids = [];
   for (const runType of ["hello", "hello", "flaky"]) {
-    const res = await api("POST", "/v1/runs", key, { projectId: "demo", runType, input: { name: "world" } });
-    if (res.status !== 202 && res.status !== 200) throw unexpected(`POST /v1/runs (${runType})`, res);
-    ids.push(res.json.run.id);
+    const { run } = await runplane.POST("/v1/runs", { body: { projectId: "demo", runType, input: { name: "world" } } }).catch((err) => {
+      throw unexpected(`POST /v1/runs (${runType})`, err);
+    });
+    ids.push(run.id);
   }
   const deadline = Date.now() + 20_000;
   for (const id of ids) {
-    for (;;) {
-      const res = await api("GET", `/v1/runs/${id}`, key);
-      if (res.status === 200 && ["succeeded", "failed", "cancelled"].includes(res.json.run.status)) break;
-      if (Date.now() > deadline) return say("sample runs are still running; skipping the cost demo");
-      await new Promise((r) => setTimeout(r, 200));
+    try {
+      await runplane.waitForRun(id, { intervalMs: 200, timeoutMs: Math.max(0, deadline - Date.now()) });
+    } catch (err) {
+      if (err instanceof Runplane.RunWaitTimeoutError) return say("sample runs are still running; skipping the cost demo");
+      throw unexpected(`GET /v1/runs/${id}`, err);
     }
   }
-  // Cost events reach D1 through the events queue a moment after each step.
+  // Cost events reach D1 through the events queue a moment after each step. The demo only
+  // shows them: a report that fails is named and leaves its lines out.
+  let failure;
+  const report = (groupBy) =>
+    admin.GET("/v1/costs", { params: { query: { groupBy } } }).catch((err) => {
+      failure = err;
+      return undefined;
+    });
   let byCustomer;
   let byModel;
   for (let i = 0; i < 20; i++) {
-    byCustomer = await api("GET", "/v1/costs?groupBy=customer", adminKey);
-    byModel = await api("GET", "/v1/costs?groupBy=model", adminKey);
-    if (byModel.json?.rows?.some((r) => r.aiNanoUsd && r.aiNanoUsd !== "0" && r.aiNanoUsd !== 0)) break;
+    byCustomer = await report("customer");
+    byModel = await report("model");
+    if (byModel?.rows?.some((r) => r.aiNanoUsd && r.aiNanoUsd !== "0" && r.aiNanoUsd !== 0)) break;
     await new Promise((r) => setTimeout(r, 250));
   }
   const line = (r) => `    ${String(r.key).padEnd(24)} runs ${String(r.runs).padStart(4)}   total $${r.totalUsd ?? r.totalNanoUsd}   (${r.totalNanoUsd} nano-USD; AI ${r.aiNanoUsd}, infra ${r.infraNanoUsd})`;
   say(`ran the sample run types once: ${ids.join(", ")}`);
   say("month-to-date cost by customer (GET /v1/costs?groupBy=customer):");
-  for (const r of byCustomer.json?.rows ?? []) console.log(line(r));
+  for (const r of byCustomer?.rows ?? []) console.log(line(r));
   say("by model (GET /v1/costs?groupBy=model):");
-  for (const r of byModel.json?.rows ?? []) console.log(line(r));
+  for (const r of byModel?.rows ?? []) console.log(line(r));
+  if (!byCustomer || !byModel) say(red(`warning: GET /v1/costs failed: ${failure?.message ?? failure}`));
 }
 
 async function main() {
   process.chdir(ROOT);
   checkEnvironment();
+  Runplane = await import("../clients/typescript/src/index.ts");
   const vars = ensureDevVars();
   await assertPortFree();
   await applyMigrations();
@@ -498,10 +521,11 @@ async function main() {
   if (stopping) return;
   say(`GET /health answered 200`);
   await checkReady();
-  await seedRunTypes(vars.ADMIN_API_KEY);
-  const demo = await seedDemoCustomer(vars.ADMIN_API_KEY);
+  const admin = client(vars.ADMIN_API_KEY);
+  await seedRunTypes(admin);
+  const demo = await seedDemoCustomer(admin);
   if (stopping) return;
-  await demoCosts(vars.ADMIN_API_KEY, demo);
+  await demoCosts(admin, demo);
   if (stopping) return;
   banner(vars.ADMIN_API_KEY, demo);
   // From here the exit handler of wrangler decides how we end.

@@ -12,6 +12,7 @@ export async function api(method: string, path: string, options: { key?: string 
   else if (options.body !== undefined) body = JSON.stringify(options.body);
   if (body !== undefined && !headers["content-type"]) headers["content-type"] = "application/json";
   const response = await exports.default.fetch(new Request(`https://runplane.test${path}`, { method, headers, body }));
+  await assertDocumentedStatus(method, path, response.status);
   const text = await response.text();
   let json: any = null;
   try {
@@ -20,6 +21,48 @@ export async function api(method: string, path: string, options: { key?: string 
     json = { text };
   }
   return { status: response.status, headers: response.headers, body: json };
+}
+
+/** An operation of the served OpenAPI document: how its path matches, and the statuses it lists. */
+interface DocumentedOperation {
+  method: string;
+  template: string;
+  pattern: RegExp;
+  statuses: string[];
+}
+
+let operations: Promise<DocumentedOperation[]> | undefined;
+
+/** The served document's operations, literal paths before templated ones (`/v1/dlq/retry` before `/v1/dlq/{id}`). */
+export function documentedOperations(): Promise<DocumentedOperation[]> {
+  operations ??= (async () => {
+    const doc = (await (await exports.default.fetch(new Request("https://runplane.test/openapi.json"))).json()) as {
+      paths: Record<string, Record<string, { responses: Record<string, unknown> }>>;
+    };
+    const found: DocumentedOperation[] = [];
+    for (const [template, item] of Object.entries(doc.paths)) {
+      const pattern = new RegExp(`^${template.replace(/\{[^}]+\}/g, "[^/]+")}$`);
+      for (const [method, operation] of Object.entries(item)) {
+        found.push({ method: method.toUpperCase(), template, pattern, statuses: Object.keys(operation.responses) });
+      }
+    }
+    const params = (template: string) => template.split("{").length;
+    return found.sort((a, b) => params(a.template) - params(b.template));
+  })();
+  return operations;
+}
+
+/**
+ * Every answer a test sees must be one the OpenAPI document lists for that operation (what a
+ * validating proxy would check): a status the code can return and the document lacks fails the
+ * test that met it. Paths outside the document (/docs, unknown routes) are not checked.
+ */
+async function assertDocumentedStatus(method: string, path: string, status: number) {
+  const pathname = path.split("?")[0]!;
+  const operation = (await documentedOperations()).find((op) => op.method === method.toUpperCase() && op.pattern.test(pathname));
+  if (operation && !operation.statuses.includes(String(status))) {
+    throw new Error(`${method} ${operation.template} answered ${status}, which the OpenAPI document does not list (it lists ${operation.statuses.join(", ")})`);
+  }
 }
 
 let counter = 0;

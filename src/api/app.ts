@@ -95,6 +95,8 @@ export function createApp() {
   app.doc31("/openapi.json", {
     openapi: "3.1.0",
     info: { title: "Runplane API", version: "1.0.0", description: "Runs, costs and operations for multi-step jobs on Cloudflare Workers." },
+    // Where `npm start` serves it (scripts/start.mjs, PORT defaults to 8787); a deployment has its own.
+    servers: [{ url: "http://127.0.0.1:8787", description: "Local: npm start (wrangler dev --local)" }],
   });
   app.get("/docs", swaggerUI({ url: "/openapi.json" }));
 

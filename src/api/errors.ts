@@ -5,7 +5,7 @@
  * knows a code's status.
  */
 import type { Context } from "hono";
-import { z } from "zod";
+import { z } from "@hono/zod-openapi";
 import { CodedError, type DomainError, type DomainErrorCode } from "../domain/errors";
 
 export const ERROR_STATUS = {
@@ -47,7 +47,7 @@ export const ErrorEnvelopeSchema = z.object({
     requestId: z.string(),
     details: z.array(z.object({ field: z.string(), message: z.string() })),
   }),
-});
+}).openapi("ErrorEnvelope");
 
 export function errorBody(c: Context, err: ApiError) {
   return {

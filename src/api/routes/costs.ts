@@ -1,7 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { App } from "../context";
 import { adminOnly } from "../auth";
-import { ClientName, ERRORS, bearer, json } from "../openapi";
+import { ClientName, bearer, errors, json } from "../openapi";
 import { COST_BUCKETS, COST_GROUPS } from "../../services/costs-service";
 
 const ExactInt = z.union([z.number().int(), z.string()]).openapi({ description: "Exact integer: a JSON number while ≤ 2^53, else a decimal string" });
@@ -25,8 +25,11 @@ const Figures = z.object({
 const report = createRoute({
   method: "get",
   path: "/v1/costs",
+  operationId: "getCostReport",
   tags: ["costs"],
-  summary: "Cost over [from, to) grouped by customer, project, run type, model or pool and/or bucketed in time (a customer key: its own only)",
+  summary: "Cost over [from, to), grouped and bucketed",
+  description:
+    "Grouped by customer, project, run type, model or pool and/or bucketed in time. A customer key sees its own costs only; naming another customer is a 404.",
   security: bearer,
   request: {
     query: z.object({
@@ -59,17 +62,17 @@ const report = createRoute({
         .openapi("CostReport"),
       "The report",
     ),
-    400: ERRORS[400],
-    401: ERRORS[401],
-    404: ERRORS[404],
+    ...errors(400, 401, 404, 429, 503),
   },
 });
 
 const profitability = createRoute({
   method: "get",
   path: "/v1/customers/{id}/profitability",
+  operationId: "getCustomerProfitability",
   tags: ["costs"],
-  summary: "Revenue, direct cost, allocated fixed cost and margin of a customer for a month (admin only: the operator's business)",
+  summary: "A customer's revenue, cost and margin for a month (admin)",
+  description: "Revenue, direct cost, allocated fixed cost and margin. Admin only: it is the operator's business.",
   security: bearer,
   middleware: adminOnly,
   request: {
@@ -103,10 +106,7 @@ const profitability = createRoute({
         .openapi("Profitability"),
       "The month's figures",
     ),
-    400: ERRORS[400],
-    401: ERRORS[401],
-    403: ERRORS[403],
-    404: ERRORS[404],
+    ...errors(400, 401, 403, 404, 429, 503),
   },
 });
 

@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { App } from "../context";
-import { ClientName, ERRORS, bearer, json, jsonBody } from "../openapi";
+import { ClientName, bearer, errors, json, jsonBody } from "../openapi";
 import { adminOnly } from "../auth";
 import { BudgetBody, CustomerSchema, UsdAmount } from "../schemas";
 import { MaxRunsInFlightSchema, RateLimitSchema } from "../../domain/plan";
@@ -28,6 +28,7 @@ const CreateCustomerBody = z
 const route = createRoute({
   method: "post",
   path: "/v1/customers",
+  operationId: "createCustomer",
   tags: ["customers"],
   summary: "Create a customer and its first API key (admin)",
   security: bearer,
@@ -35,10 +36,7 @@ const route = createRoute({
   request: jsonBody(CreateCustomerBody),
   responses: {
     201: json(z.object({ customer: CustomerSchema, apiKey: z.string().openapi({ description: "Shown once; stored hashed" }), keyId: z.string() }), "Created"),
-    400: ERRORS[400],
-    401: ERRORS[401],
-    403: ERRORS[403],
-    409: ERRORS[409],
+    ...errors(400, 401, 403, 409, 413, 415, 429, 503),
   },
 });
 

@@ -1,17 +1,19 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { App } from "../context";
 import { requireCustomerAccess } from "../auth";
-import { ClientName, ERRORS, bearer, json } from "../openapi";
+import { ClientName, bearer, errors, json } from "../openapi";
 import { CustomerSchema } from "../schemas";
 
 const route = createRoute({
   method: "get",
   path: "/v1/customers/{id}",
+  operationId: "getCustomer",
   tags: ["customers"],
-  summary: "A customer with month-to-date spend and budget state (admin, or the customer itself)",
+  summary: "A customer with month-to-date spend and budget state",
+  description: "The admin key, or the customer's own key; another customer's id is a 404.",
   security: bearer,
   request: { params: z.object({ id: ClientName("id") }) },
-  responses: { 200: json(z.object({ customer: CustomerSchema }), "The customer"), 400: ERRORS[400], 401: ERRORS[401], 404: ERRORS[404] },
+  responses: { 200: json(z.object({ customer: CustomerSchema }), "The customer"), ...errors(400, 401, 404, 429, 503) },
 });
 
 export function registerGetCustomer(app: App) {

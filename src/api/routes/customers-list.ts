@@ -1,12 +1,13 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { App } from "../context";
 import { adminOnly } from "../auth";
-import { ERRORS, PageQuery, bearer, json } from "../openapi";
+import { PageQuery, bearer, errors, json } from "../openapi";
 import { CustomerSchema } from "../schemas";
 
 const route = createRoute({
   method: "get",
   path: "/v1/customers",
+  operationId: "listCustomers",
   tags: ["customers"],
   summary: "List customers (admin)",
   security: bearer,
@@ -14,9 +15,7 @@ const route = createRoute({
   request: { query: z.object(PageQuery) },
   responses: {
     200: json(z.object({ customers: z.array(CustomerSchema), nextCursor: z.string().nullable() }), "A page of customers"),
-    400: ERRORS[400],
-    401: ERRORS[401],
-    403: ERRORS[403],
+    ...errors(400, 401, 403, 429, 503),
   },
 });
 

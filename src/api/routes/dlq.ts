@@ -1,7 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { App } from "../context";
 import { adminOnly } from "../auth";
-import { ClientName, ERRORS, PageQuery, bearer, json, jsonBody } from "../openapi";
+import { ClientName, PageQuery, bearer, errors, json, jsonBody } from "../openapi";
 import { FAILURE_TYPES } from "../../domain/run-status";
 import { DLQ_ENTRY_ID } from "../../services/dlq-service";
 
@@ -35,6 +35,7 @@ const EntryId = z.object({ id: z.string().regex(DLQ_ENTRY_ID, "not a dead-letter
 const list = createRoute({
   method: "get",
   path: "/v1/dlq",
+  operationId: "listDeadLetters",
   tags: ["dead-letter queue"],
   summary: "Dead-lettered runs with their reason and attempt history, newest first (admin)",
   security: bearer,
@@ -47,34 +48,38 @@ const list = createRoute({
       cursor: PageQuery.cursor,
     }),
   },
-  responses: { 200: json(z.object({ entries: z.array(Entry), nextCursor: z.string().nullable() }), "A page of entries"), 400: ERRORS[400], 401: ERRORS[401], 403: ERRORS[403] },
+  responses: { 200: json(z.object({ entries: z.array(Entry), nextCursor: z.string().nullable() }), "A page of entries"), ...errors(400, 401, 403, 429, 503) },
 });
 
 const inspect = createRoute({
   method: "get",
   path: "/v1/dlq/{id}",
+  operationId: "getDeadLetter",
   tags: ["dead-letter queue"],
   summary: "One entry, with the dead-lettered message as received (admin)",
   security: bearer,
   middleware: adminOnly,
   request: { params: EntryId },
-  responses: { 200: json(z.object({ entry: Entry.extend({ message: z.unknown() }) }), "The entry"), 400: ERRORS[400], 401: ERRORS[401], 403: ERRORS[403], 404: ERRORS[404] },
+  responses: { 200: json(z.object({ entry: Entry.extend({ message: z.unknown() }) }), "The entry"), ...errors(400, 401, 403, 404, 429, 503) },
 });
 
 const retryOne = createRoute({
   method: "post",
   path: "/v1/dlq/{id}/retry",
+  operationId: "retryDeadLetter",
   tags: ["dead-letter queue"],
-  summary: "Retry an entry: its run resumes from the failed step with fresh attempts (admin)",
+  summary: "Retry an entry (admin)",
+  description: "Its run resumes from the failed step with a fresh set of attempts; 402 while its customer's budget is spent.",
   security: bearer,
   middleware: adminOnly,
   request: { params: EntryId },
-  responses: { 202: json(z.object({ entry: Entry, runStatus: z.string() }), "The run resumed"), 401: ERRORS[401], 403: ERRORS[403], 404: ERRORS[404], 409: ERRORS[409] },
+  responses: { 202: json(z.object({ entry: Entry, runStatus: z.string() }), "The run resumed"), ...errors(400, 401, 402, 403, 404, 409, 413, 415, 429, 503) },
 });
 
 const retryMany = createRoute({
   method: "post",
   path: "/v1/dlq/retry",
+  operationId: "retryDeadLetters",
   tags: ["dead-letter queue"],
   summary: "Retry every open entry matching a filter (admin)",
   security: bearer,
@@ -82,32 +87,33 @@ const retryMany = createRoute({
   request: jsonBody(z.object({ filter: z.object(Filter).strict().default({}) }).strict()),
   responses: {
     200: json(z.object({ retried: z.number().int(), matched: z.number().int(), skipped: z.array(z.object({ id: z.string(), reason: z.string() })) }), "How many were retried"),
-    400: ERRORS[400],
-    401: ERRORS[401],
-    403: ERRORS[403],
+    ...errors(400, 401, 403, 413, 415, 429, 503),
   },
 });
 
 const discard = createRoute({
   method: "delete",
   path: "/v1/dlq/{id}",
+  operationId: "discardDeadLetter",
   tags: ["dead-letter queue"],
   summary: "Discard an entry after investigation (admin)",
   security: bearer,
   middleware: adminOnly,
   request: { params: EntryId },
-  responses: { 204: { description: "Discarded" }, 401: ERRORS[401], 403: ERRORS[403], 404: ERRORS[404], 409: ERRORS[409] },
+  responses: { 204: { description: "Discarded" }, ...errors(400, 401, 403, 404, 409, 413, 429, 503) },
 });
 
 const alerts = createRoute({
   method: "get",
   path: "/v1/alerts",
+  operationId: "listAlerts",
   tags: ["alerts"],
-  summary: "Alerts, newest first: dead-lettered runs, budget thresholds (admin)",
+  summary: "Alerts, newest first (admin)",
+  description: "Dead-lettered runs, budget thresholds, ledger mismatches; `kind` picks one kind.",
   security: bearer,
   middleware: adminOnly,
   request: { query: z.object({ kind: z.string().max(64).optional(), limit: PageQuery.limit }) },
-  responses: { 200: json(z.object({ alerts: z.array(z.record(z.string(), z.unknown())) }), "Alerts"), 400: ERRORS[400], 401: ERRORS[401], 403: ERRORS[403] },
+  responses: { 200: json(z.object({ alerts: z.array(z.record(z.string(), z.unknown())) }), "Alerts"), ...errors(400, 401, 403, 429, 503) },
 });
 
 export function registerDlq(app: App) {

@@ -1,13 +1,16 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { bearerToken } from "../auth";
 import type { App } from "../context";
-import { json } from "../openapi";
+import { json, publicRoute } from "../openapi";
 
 const live = createRoute({
   method: "get",
   path: "/health",
+  operationId: "getHealth",
   tags: ["health"],
   summary: "Liveness: the Worker answers (no I/O, no key)",
+  description: "Always 200 while the Worker runs: it reads nothing and needs no key, so no error applies.",
+  security: publicRoute,
   responses: { 200: json(z.object({ status: z.literal("ok") }), "Alive") },
 });
 
@@ -25,8 +28,12 @@ const ReadySchema = z.object({
 const ready = createRoute({
   method: "get",
   path: "/health/ready",
+  operationId: "getReadiness",
   tags: ["health"],
-  summary: "Readiness: configuration, D1, Durable Objects and queue bindings answer. Public: {status} only; with the admin key: each check",
+  summary: "Readiness: configuration, D1, Durable Objects and queues answer",
+  description:
+    "Public: `{status}` only. With the admin key: each check, with its error text. Any other Authorization is ignored (no key lookup), so it answers only 200 or 503.",
+  security: publicRoute,
   responses: { 200: json(ReadySchema, "Ready"), 503: json(ReadySchema, "A check failed (the admin key sees which)") },
 });
 

@@ -1,7 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { App } from "../context";
 import { adminOnly } from "../auth";
-import { ERRORS, bearer, json, jsonBody } from "../openapi";
+import { bearer, errors, json, jsonBody } from "../openapi";
 import { MAX_USD_PER_MILLION } from "../../domain/pricing";
 import { PricingUpdateSchema } from "../../services/pricing-service";
 
@@ -48,19 +48,23 @@ const Pricing = z
 const get = createRoute({
   method: "get",
   path: "/v1/pricing",
+  operationId: "getPricing",
   tags: ["costs"],
-  summary: "Model token prices and infrastructure unit prices in force now (or at `at`), with every version",
+  summary: "Prices in force now (or at `at`), with every version",
+  description: "Model token prices and infrastructure unit prices. The document is a valid body for PUT /v1/pricing.",
   security: bearer,
   request: { query: z.object({ at: z.iso.datetime({ offset: true }).optional().openapi({ description: "Prices in force at this instant (default now)" }) }) },
-  responses: { 200: json(Pricing, "Prices in force"), 400: ERRORS[400], 401: ERRORS[401] },
+  responses: { 200: json(Pricing, "Prices in force"), ...errors(400, 401, 429, 503) },
 });
 
 const put = createRoute({
   method: "put",
   path: "/v1/pricing",
+  operationId: "putPricing",
   tags: ["costs"],
-  summary: "Add a price version from `effectiveFrom` (default now) for the models and meters named; the rest stay (admin)",
+  summary: "Add a price version for the models and meters named (admin)",
   description:
+    "The new version applies from `effectiveFrom` (default now); models and meters not named keep their prices. " +
     `Prices are USD per million tokens or units, as decimal strings or numbers with at most 9 decimals, converted exactly, at most ${MAX_USD_PER_MILLION} USD per million. ` +
     "A named model gets a whole new record: a cached-input or reasoning price left out is billed at the input or output price. " +
     "A GET (or PUT) response is a valid body: its read-only fields `at`, `inForce`, `versions` and `created` are accepted and ignored, so GET → edit → PUT works; " +
@@ -73,9 +77,7 @@ const put = createRoute({
       Pricing.extend({ created: Version.extend({ models: z.array(z.string()), infra: z.array(z.string()) }) }),
       "The version added, and the prices now in force",
     ),
-    400: ERRORS[400],
-    401: ERRORS[401],
-    403: ERRORS[403],
+    ...errors(400, 401, 403, 413, 415, 429, 503),
   },
 });
 

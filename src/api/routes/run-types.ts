@@ -2,7 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import type { MiddlewareHandler } from "hono";
 import type { App, AppEnv } from "../context";
 import { ApiError } from "../errors";
-import { ClientName, ERRORS, PageQuery, bearer, json, jsonBody } from "../openapi";
+import { ClientName, PageQuery, bearer, errors, json, jsonBody } from "../openapi";
 import { RunTypeDefinitionSchema } from "../../services/run-types-service";
 
 const RunTypeSchema = z
@@ -34,9 +34,11 @@ const ownOwnerOnly: MiddlewareHandler<AppEnv> = async (c, next) => {
 const put = createRoute({
   method: "put",
   path: "/v1/run-types/{name}",
+  operationId: "putRunType",
   tags: ["run types"],
-  summary:
-    "Create or replace a run type: a named template of steps, pool, priority, retry policy. The admin key writes platform-wide ones (their steps may use the platform's secrets) or, with ?owner=<customer id>, one owned by that customer; a customer key writes its own",
+  summary: "Create or replace a run type",
+  description:
+    "A run type is a named template of steps, pool, priority and retry policy. The admin key writes platform-wide ones (their steps may use the platform's secrets) or, with ?owner=<customer id>, one owned by that customer; a customer key writes its own.",
   security: bearer,
   middleware: ownOwnerOnly,
   request: {
@@ -47,32 +49,32 @@ const put = createRoute({
   responses: {
     200: json(z.object({ runType: RunTypeSchema }), "Replaced"),
     201: json(z.object({ runType: RunTypeSchema }), "Created"),
-    400: ERRORS[400],
-    401: ERRORS[401],
-    403: ERRORS[403],
-    409: ERRORS[409],
-    422: ERRORS[422],
+    ...errors(400, 401, 403, 409, 413, 415, 422, 429, 503),
   },
 });
 
 const list = createRoute({
   method: "get",
   path: "/v1/run-types",
+  operationId: "listRunTypes",
   tags: ["run types"],
-  summary: "List run types (a customer key: the platform's and its own)",
+  summary: "List run types",
+  description: "A customer key sees the platform's and its own.",
   security: bearer,
   request: { query: z.object(PageQuery) },
-  responses: { 200: json(z.object({ runTypes: z.array(RunTypeSchema), nextCursor: z.string().nullable() }), "A page of run types"), 400: ERRORS[400], 401: ERRORS[401] },
+  responses: { 200: json(z.object({ runTypes: z.array(RunTypeSchema), nextCursor: z.string().nullable() }), "A page of run types"), ...errors(400, 401, 429, 503) },
 });
 
 const get = createRoute({
   method: "get",
   path: "/v1/run-types/{name}",
+  operationId: "getRunType",
   tags: ["run types"],
-  summary: "One run type (another customer's is a 404)",
+  summary: "One run type",
+  description: "Another customer's run type is a 404.",
   security: bearer,
   request: { params: z.object({ name: ClientName("run type name") }) },
-  responses: { 200: json(z.object({ runType: RunTypeSchema }), "The run type"), 400: ERRORS[400], 401: ERRORS[401], 404: ERRORS[404] },
+  responses: { 200: json(z.object({ runType: RunTypeSchema }), "The run type"), ...errors(400, 401, 404, 429, 503) },
 });
 
 export function registerRunTypes(app: App) {

@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { App } from "../context";
-import { ERRORS, bearer, json } from "../openapi";
+import { bearer, errors, json } from "../openapi";
 import { RunEnvelope } from "../schemas";
 import { RunIdParams } from "./runs-get";
 
@@ -10,26 +10,29 @@ export const MAX_EVENTS_PAGE = 1000;
 const cancel = createRoute({
   method: "post",
   path: "/v1/runs/{id}/cancel",
+  operationId: "cancelRun",
   tags: ["runs"],
   summary: "Cancel a run: it stops before its next step",
   security: bearer,
   request: { params: RunIdParams },
-  responses: { 200: json(RunEnvelope, "Cancelled"), 401: ERRORS[401], 404: ERRORS[404], 409: ERRORS[409] },
+  responses: { 200: json(RunEnvelope, "Cancelled"), ...errors(400, 401, 404, 409, 413, 415, 429, 503) },
 });
 
 const resume = createRoute({
   method: "post",
   path: "/v1/runs/{id}/resume",
+  operationId: "resumeRun",
   tags: ["runs"],
   summary: "Resume a failed run from its first step that did not succeed",
   security: bearer,
   request: { params: RunIdParams },
-  responses: { 202: json(RunEnvelope, "Resumed"), 401: ERRORS[401], 404: ERRORS[404], 409: ERRORS[409] },
+  responses: { 202: json(RunEnvelope, "Resumed"), ...errors(400, 401, 402, 404, 409, 413, 415, 429, 503) },
 });
 
 const events = createRoute({
   method: "get",
   path: "/v1/runs/{id}/events",
+  operationId: "listRunEvents",
   tags: ["runs"],
   summary: "The run's state-transition log (its timeline), a page at a time",
   security: bearer,
@@ -56,15 +59,14 @@ const events = createRoute({
       }),
       "Events, oldest first",
     ),
-    400: ERRORS[400],
-    401: ERRORS[401],
-    404: ERRORS[404],
+    ...errors(400, 401, 404, 429, 503),
   },
 });
 
 const cost = createRoute({
   method: "get",
   path: "/v1/runs/{id}/cost",
+  operationId: "getRunCost",
   tags: ["runs"],
   summary: "The run's cost by meter: tokens by model, infrastructure operations (exact nano-USD)",
   security: bearer,
@@ -77,12 +79,13 @@ const cost = createRoute({
         aiNanoUsd: z.union([z.number(), z.string()]),
         infraNanoUsd: z.union([z.number(), z.string()]),
         totalUsd: z.string(),
+        settled: z.boolean().openapi({ description: "Every cost record of the run is priced and counted in the customer's ledger" }),
+        pendingRecords: z.number().int().openapi({ description: "Cost records the customer's ledger has not yet acknowledged" }),
         lines: z.array(z.object({ meter: z.string(), model: z.string().nullable(), quantity: z.union([z.number(), z.string()]), nanoUsd: z.union([z.number(), z.string()]), estimated: z.boolean() })),
       }),
       "Cost breakdown",
     ),
-    401: ERRORS[401],
-    404: ERRORS[404],
+    ...errors(400, 401, 404, 429, 503),
   },
 });
 

@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { App } from "../context";
-import { ClientName, ERRORS, bearer, json, jsonBody } from "../openapi";
+import { ClientName, bearer, errors, json, jsonBody } from "../openapi";
 import { RunEnvelope } from "../schemas";
 import { MAX_STEPS_PER_RUN, PrioritySchema, StepSpecSchema } from "../../domain/step-spec";
 import { refineSteps } from "../../services/step-validation";
@@ -24,20 +24,17 @@ export const CreateRunBody = z
 const route = createRoute({
   method: "post",
   path: "/v1/runs",
+  operationId: "createRun",
   tags: ["runs"],
   summary: "Submit a run",
+  description:
+    "Of a registered run type, or with inline steps. The same idempotencyKey again answers 200 with the run it made, never a second run. Refused with 402 once the customer's monthly budget is spent, and with 429 past its cap on runs in flight.",
   security: bearer,
   request: jsonBody(CreateRunBody),
   responses: {
     202: json(RunEnvelope, "Accepted: the run is queued"),
     200: json(RunEnvelope, "The run this idempotency key already created"),
-    400: ERRORS[400],
-    401: ERRORS[401],
-    403: ERRORS[403],
-    409: ERRORS[409],
-    413: ERRORS[413],
-    422: ERRORS[422],
-    429: ERRORS[429],
+    ...errors(400, 401, 402, 403, 409, 413, 415, 422, 429, 503),
   },
 });
 

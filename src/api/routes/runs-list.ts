@@ -1,12 +1,13 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { App } from "../context";
-import { ClientName, ERRORS, PageQuery, bearer, json } from "../openapi";
+import { ClientName, PageQuery, bearer, errors, json } from "../openapi";
 import { RUN_STATUSES } from "../../domain/run-status";
 import { RunSummarySchema } from "../schemas";
 
 const route = createRoute({
   method: "get",
   path: "/v1/runs",
+  operationId: "listRuns",
   tags: ["runs"],
   summary: "List runs, newest first",
   security: bearer,
@@ -23,9 +24,7 @@ const route = createRoute({
   },
   responses: {
     200: json(z.object({ runs: z.array(RunSummarySchema), nextCursor: z.string().nullable() }), "A page of runs"),
-    400: ERRORS[400],
-    401: ERRORS[401],
-    403: ERRORS[403],
+    ...errors(400, 401, 403, 429, 503),
   },
 });
 

@@ -1,16 +1,18 @@
 import { createRoute } from "@hono/zod-openapi";
 import type { App } from "../context";
-import { ERRORS, bearer } from "../openapi";
+import { bearer, errors } from "../openapi";
 import { SecretNameParam } from "../schemas";
 
 const route = createRoute({
   method: "delete",
   path: "/v1/secrets/{name}",
+  operationId: "deleteSecret",
   tags: ["secrets"],
-  summary: "Delete one of your secrets (the admin key: a platform secret); runs that reference it then fail",
+  summary: "Delete a secret",
+  description: "One of your secrets (the admin key: a platform secret); steps that reference it then fail. A Worker secret cannot be deleted here (409).",
   security: bearer,
   request: { params: SecretNameParam },
-  responses: { 204: { description: "Deleted" }, 400: ERRORS[400], 401: ERRORS[401], 404: ERRORS[404], 409: ERRORS[409] },
+  responses: { 204: { description: "Deleted" }, ...errors(400, 401, 404, 409, 413, 429, 503) },
 });
 
 export function registerDeleteSecret(app: App) {

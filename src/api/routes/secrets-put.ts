@@ -1,7 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { App } from "../context";
-import { ErrorEnvelopeSchema } from "../errors";
-import { ERRORS, bearer, json, jsonBody } from "../openapi";
+import { bearer, errorResponse, errors, json, jsonBody } from "../openapi";
 import { SecretNameParam, SecretSchema } from "../schemas";
 import { MAX_SECRET_VALUE_BYTES } from "../../domain/secrets";
 
@@ -18,18 +17,21 @@ const SecretBody = z
 const route = createRoute({
   method: "put",
   path: "/v1/secrets/{name}",
+  operationId: "putSecret",
   tags: ["secrets"],
-  summary:
-    "Create or replace a secret steps reference as {{secrets.NAME}}: the admin key writes the platform's (usable by platform-wide run types), a customer key its own",
+  summary: "Create or replace a secret",
+  description:
+    "Steps reference it as {{secrets.NAME}}. The admin key writes the platform's (usable by platform-wide run types), a customer key its own. A Worker secret SECRET_<NAME> cannot be changed here (409).",
   security: bearer,
   request: { params: SecretNameParam, ...jsonBody(SecretBody) },
   responses: {
     200: json(z.object({ secret: SecretSchema }), "Replaced"),
     201: json(z.object({ secret: SecretSchema }), "Created"),
-    400: ERRORS[400],
-    401: ERRORS[401],
-    409: ERRORS[409],
-    503: json(ErrorEnvelopeSchema, "SECRETS_KEY is not set (or, in production, is the development value): `misconfigured`"),
+    ...errors(400, 401, 409, 413, 415, 429),
+    503: {
+      ...errors(503)[503],
+      ...errorResponse("`misconfigured`: SECRETS_KEY is not set (or, in production, is the development value), or the deployment refuses to serve"),
+    },
   },
 });
 
