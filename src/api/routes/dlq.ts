@@ -99,17 +99,6 @@ const discard = createRoute({
   responses: { 204: { description: "Discarded" }, 401: ERRORS[401], 403: ERRORS[403], 404: ERRORS[404], 409: ERRORS[409] },
 });
 
-const alerts = createRoute({
-  method: "get",
-  path: "/v1/alerts",
-  tags: ["alerts"],
-  summary: "Alerts, newest first: dead-lettered runs, budget thresholds (admin)",
-  security: bearer,
-  middleware: adminOnly,
-  request: { query: z.object({ kind: z.string().max(64).optional(), limit: PageQuery.limit }) },
-  responses: { 200: json(z.object({ alerts: z.array(z.record(z.string(), z.unknown())) }), "Alerts"), 400: ERRORS[400], 401: ERRORS[401], 403: ERRORS[403] },
-});
-
 export function registerDlq(app: App) {
   app.openapi(list, async (c) => {
     const { limit, cursor, ...filter } = c.req.valid("query");
@@ -121,9 +110,5 @@ export function registerDlq(app: App) {
   app.openapi(discard, async (c) => {
     await c.get("services").dlq.discard(c.req.valid("param").id);
     return c.body(null, 204);
-  });
-  app.openapi(alerts, async (c) => {
-    const { kind, limit } = c.req.valid("query");
-    return c.json({ alerts: await c.get("services").dlq.alerts(limit, kind) }, 200);
   });
 }
