@@ -8,3 +8,7 @@ declare module "*.md?raw" {
   const text: string;
   export default text;
 }
+
+declare module "parse-prometheus-text-format" {
+  export default function parsePrometheusTextFormat(text: string): unknown[];
+}

@@ -260,7 +260,11 @@ export class MetricsService {
     const binds = scope.customerId !== undefined ? [range.from, range.to, scope.customerId] : [range.from, range.to];
     const [rows, customers] = await this.all([
       this.grouped("cost_hourly", figures, range, scope, query.groupBy),
-      this.env.DB.prepare(`SELECT '' AS bucket_start, NULL AS group_key, NULL AS owner, COUNT(DISTINCT customer_id) AS customers FROM cost_hourly WHERE ${where}`).bind(...binds),
+      // Totals count each run and customer once, whatever the grouping.
+      this.env.DB.prepare(
+        `SELECT '' AS bucket_start, NULL AS group_key, NULL AS owner, COUNT(DISTINCT customer_id) AS customers,
+           SUM(CASE WHEN model = '' THEN runs ELSE 0 END) AS runs FROM cost_hourly WHERE ${where}`,
+      ).bind(...binds),
     ]);
     const series = new Series<CostCounts>(emptyCostCounts);
     series.fill(range, query.groupBy !== undefined);
@@ -288,8 +292,7 @@ export class MetricsService {
       const before = previous.get(`${previousBucket(r.bucket, range.bucket)}\u0000${r.key ?? ""}\u0000${r.owner ?? ""}`) ?? 0n;
       return { ...row, changeNanoUsd: nanoNumber(r.counts.nanoUsd - before), changePercent: percentChange(before, r.counts.nanoUsd) };
     });
-    const totalCustomers = n(customers![0]?.customers);
-    result.totals = costFigures({ ...series.total(), customers: totalCustomers });
+    result.totals = costFigures({ ...series.total(), customers: n(customers![0]?.customers), runs: n(customers![0]?.runs) });
     return result;
   }
 
