@@ -126,14 +126,18 @@ SELECT s.day, s.method, s.route, s.requests, s.client_errors, s.server_errors, R
   ROUND(s.sum_ms * 1.0 / NULLIF(s.requests, 0), 1) AS avg_ms, (CASE WHEN q.p50_idx IS NULL THEN NULL WHEN q.p50_idx < 128 THEN q.p50_idx * 1.0 ELSE (1 << (7 + (q.p50_idx - 128) / 64)) + ((q.p50_idx - 128) % 64) * (1 << (1 + (q.p50_idx - 128) / 64)) + ((1 << (1 + (q.p50_idx - 128) / 64)) - 1) / 2.0 END) AS p50_ms, (CASE WHEN q.p95_idx IS NULL THEN NULL WHEN q.p95_idx < 128 THEN q.p95_idx * 1.0 ELSE (1 << (7 + (q.p95_idx - 128) / 64)) + ((q.p95_idx - 128) % 64) * (1 << (1 + (q.p95_idx - 128) / 64)) + ((1 << (1 + (q.p95_idx - 128) / 64)) - 1) / 2.0 END) AS p95_ms, (CASE WHEN q.p99_idx IS NULL THEN NULL WHEN q.p99_idx < 128 THEN q.p99_idx * 1.0 ELSE (1 << (7 + (q.p99_idx - 128) / 64)) + ((q.p99_idx - 128) % 64) * (1 << (1 + (q.p99_idx - 128) / 64)) + ((1 << (1 + (q.p99_idx - 128) / 64)) - 1) / 2.0 END) AS p99_ms, s.max_ms
 FROM s JOIN q ON q.day = s.day AND q.method = s.method AND q.route = s.route;
 --> statement-breakpoint
--- v_uptime: control-plane uptime per UTC day: minutes probed ok ÷ minutes since probing began (a minute without a probe counts as down)
+-- v_uptime: control-plane uptime per UTC day: minutes probed ok ÷ minutes since probing began, up to the minute before the current one (a minute without a probe counts as down)
 CREATE VIEW `v_uptime` AS
 WITH first AS (SELECT COALESCE((SELECT MIN(minute) FROM uptime_probes), (SELECT MIN(hour) FROM uptime_rollups)) AS at),
-d AS (SELECT strftime('%Y-%m-%d', hour / 1000, 'unixepoch') AS day, MIN(hour) AS day_ms, SUM(probes) AS probes, SUM(ok) AS ok FROM uptime_rollups GROUP BY 1)
-SELECT day, probes, ok AS ok_probes,
-  MAX(1, MIN(1440, (MIN((CAST(strftime('%s', 'now') AS INTEGER) * 1000), (CAST(strftime('%s', day) AS INTEGER) + 86400) * 1000) - MAX(CAST(strftime('%s', day) AS INTEGER) * 1000, (SELECT at FROM first))) / 60000)) AS expected_probes,
-  ROUND(ok * 1.0 / MAX(1, MIN(1440, (MIN((CAST(strftime('%s', 'now') AS INTEGER) * 1000), (CAST(strftime('%s', day) AS INTEGER) + 86400) * 1000) - MAX(CAST(strftime('%s', day) AS INTEGER) * 1000, (SELECT at FROM first))) / 60000)), 4) AS uptime
-FROM d;
+d AS (
+  SELECT strftime('%Y-%m-%d', hour / 1000, 'unixepoch') AS day, (hour / 86400000) * 86400000 AS day_ms, SUM(probes) AS probes, SUM(ok) AS ok
+  FROM uptime_rollups GROUP BY 1, 2),
+e AS (
+  SELECT day, probes, ok,
+    MAX(1, (MIN((CAST(strftime('%s', 'now') AS INTEGER) / 60 - 1) * 60000, day_ms + 86400000) - MAX(day_ms, (SELECT at FROM first)) + 59999) / 60000) AS expected
+  FROM d)
+SELECT day, probes, ok AS ok_probes, expected AS expected_probes, MAX(0, expected - probes) AS missed_probes, ROUND(MIN(1.0, ok * 1.0 / expected), 4) AS uptime
+FROM e;
 --> statement-breakpoint
 -- v_worker_error_rate: step attempts per UTC day and pool that failed as worker_error, over the finished attempts
 CREATE VIEW `v_worker_error_rate` AS

@@ -10,7 +10,7 @@ import type { Principal } from "../domain/principal";
 import { DomainError } from "../domain/errors";
 import { FAILURE_TYPES } from "../domain/run-status";
 import { POOLS } from "../config/pools";
-import { DAY_MS, HOUR_MS, bucketCount, bucketStart, bucketsBetween, coveredMs, hourOf, iso, nextBucket, sqlBucketStart, type MetricBucket } from "../metrics/buckets";
+import { DAY_MS, HOUR_MS, MINUTE_MS, bucketCount, bucketStart, minuteOf, bucketsBetween, coveredMs, hourOf, iso, nextBucket, sqlBucketStart, type MetricBucket } from "../metrics/buckets";
 import { SKETCH_DESCRIPTION, type Histogram } from "../metrics/sketch";
 import {
   addCounts,
@@ -479,11 +479,14 @@ export class MetricsService {
     const probes = new Map<number, { probes: number; ok: number }>();
     for (const r of uptime!) probes.set(Date.parse(r.bucket_start), { probes: n(r.probes), ok: n(r.ok) });
     const first = firstProbe![0]?.first === null || firstProbe![0]?.first === undefined ? null : n(firstProbe![0]!.first);
+    // A minute's probe reaches the rollups through the queue and the next tick: the minute now
+    // running and the one before it are not expected yet.
+    const probedUntil = minuteOf(range.now) - MINUTE_MS;
     const uptimeOf = (bucket: number | null) => {
       const start = Math.max(bucket ?? range.from, range.from);
-      const end = bucket === null ? Math.min(range.to, range.now) : Math.min(nextBucket(bucket, range.bucket), range.to, range.now);
+      const end = bucket === null ? Math.min(range.to, probedUntil) : Math.min(nextBucket(bucket, range.bucket), range.to, probedUntil);
       const since = first === null ? end : Math.max(start, first);
-      const expected = Math.max(0, Math.ceil((end - since) / 60_000));
+      const expected = Math.max(0, Math.ceil((end - since) / MINUTE_MS));
       let p = { probes: 0, ok: 0 };
       if (bucket === null) for (const v of probes.values()) p = { probes: p.probes + v.probes, ok: p.ok + v.ok };
       else p = probes.get(bucket) ?? p;
