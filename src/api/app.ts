@@ -61,7 +61,14 @@ export function createApp() {
     const principal = c.get("principal") as AppEnv["Variables"]["principal"] | undefined;
     const now = Date.now();
     recordApiTiming(now, route, c.req.method, c.res.status, principal?.kind === "customer" ? principal.customerId : "", now - started);
-    if (apiTimingsDue(now)) c.executionCtx.waitUntil(flushApiTimings(c.env, now));
+    if (apiTimingsDue(now)) {
+      const flush = flushApiTimings(c.env, now);
+      try {
+        c.executionCtx.waitUntil(flush);
+      } catch {
+        // No execution context (app.request in a script): the flush runs unawaited.
+      }
+    }
   });
 
   app.use("*", async (c, next) => {
