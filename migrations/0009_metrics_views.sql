@@ -134,7 +134,7 @@ d AS (
   FROM uptime_rollups GROUP BY 1, 2),
 e AS (
   SELECT day, probes, ok,
-    MAX(1, (MIN((CAST(strftime('%s', 'now') AS INTEGER) / 60 - 1) * 60000, day_ms + 86400000) - MAX(day_ms, (SELECT at FROM first)) + 59999) / 60000) AS expected
+    MAX(1, probes, (MIN((CAST(strftime('%s', 'now') AS INTEGER) / 60 - 1) * 60000, day_ms + 86400000) - MAX(day_ms, (SELECT at FROM first)) + 59999) / 60000) AS expected
   FROM d)
 SELECT day, probes, ok AS ok_probes, expected AS expected_probes, MAX(0, expected - probes) AS missed_probes, ROUND(MIN(1.0, ok * 1.0 / expected), 4) AS uptime
 FROM e;

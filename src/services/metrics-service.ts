@@ -490,7 +490,8 @@ export class MetricsService {
       let p = { probes: 0, ok: 0 };
       if (bucket === null) for (const v of probes.values()) p = { probes: p.probes + v.probes, ok: p.ok + v.ok };
       else p = probes.get(bucket) ?? p;
-      return uptimeFigures(p.probes, p.ok, expected);
+      // A minute that has its probe already is expected, however recent.
+      return uptimeFigures(p.probes, p.ok, Math.max(expected, p.probes));
     };
     const figures = (c: Counts, bucket: number | null) => {
       const a = attemptFigures(c.attempts, 0, null);
