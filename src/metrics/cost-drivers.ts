@@ -59,6 +59,7 @@ export function findings(
   const out: string[] = [];
   const total = totals.current.nanoUsd;
   const change = percentChange(totals.previous.nanoUsd, total);
+  const fresh = totals.previous.nanoUsd === 0n;
   if (change !== null && Math.abs(change) >= NOTABLE_CHANGE_PERCENT) {
     out.push(`Total cost ${change > 0 ? "rose" : "fell"} ${Math.abs(change)}% against the previous period (${usd(totals.previous.nanoUsd)} → ${usd(total)}).`);
   }
@@ -81,12 +82,13 @@ export function findings(
         if (c !== null && c >= NOTABLE_CHANGE_PERCENT && d.current.nanoUsd - d.previous.nanoUsd > 0n && (sharePercent(d.current.nanoUsd, total) ?? 0) >= 5) {
           out.push(`Cost of ${NAMES[dim]} ${d.key} rose ${c}% (${usd(d.previous.nanoUsd)} → ${usd(d.current.nanoUsd)}).`);
         }
-        if (d.previous.nanoUsd === 0n && d.current.nanoUsd > 0n && (sharePercent(d.current.nanoUsd, total) ?? 0) >= 5) {
+        if (!fresh && d.previous.nanoUsd === 0n && d.current.nanoUsd > 0n && (sharePercent(d.current.nanoUsd, total) ?? 0) >= 5) {
           out.push(`${NAMES[dim][0]!.toUpperCase()}${NAMES[dim].slice(1)} ${d.key} is new this period and costs ${usd(d.current.nanoUsd)}.`);
         }
       }
     }
   }
+  if (fresh && total > 0n) out.push("Nothing was spent in the previous period: there is no change to compare yet.");
   const aiShare = sharePercent(totals.current.aiNanoUsd, total);
   if (aiShare !== null) {
     out.push(
