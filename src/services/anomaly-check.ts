@@ -12,9 +12,8 @@ import { quantile, type Histogram } from "../metrics/sketch";
 import { divideHalfEven, nanoToUsdString } from "../domain/money";
 import { errorMessage, log } from "../lib/log";
 import { countD1 } from "../lib/usage";
-import { clearEpisode, openEpisode } from "./alerts-service";
+import { DEGRADATION_DELIVERY_ATTEMPTS, clearEpisode, openEpisode } from "./alerts-service";
 import { deliverAlert } from "./dead-letters";
-import { DEGRADATION_DELIVERY_ATTEMPTS } from "./alerts-service";
 
 type Window = "recent" | "baseline";
 

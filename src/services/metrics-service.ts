@@ -182,6 +182,7 @@ export class MetricsService {
     const results = await this.env.DB.batch<GroupedRow>(statements);
     countD1(results);
     for (const r of results) {
+      // Grouped queries stop at MAX_SERIES_ROWS + 1 rows (histogram rows, one per bucket, are not series rows).
       if (!("idx" in (r.results[0] ?? {})) && r.results.length > MAX_SERIES_ROWS) {
         throw new DomainError("validation_failed", `the report has more than ${MAX_SERIES_ROWS} rows: narrow the range, use a larger bucket or filter by customer`, [
           { field: "query.groupBy", message: "too many rows" },
