@@ -7,10 +7,15 @@
 //   4. seeds, idempotently, a demo customer ("demo", its API key kept in
 //      .wrangler/runplane-demo.json because the API shows a key only once) and the sample
 //      run types "hello", "nap" and "flaky"
-//   5. prints the URLs, keys and ready-to-paste curl commands
-//   6. runs until Ctrl-C / SIGTERM (forwarded to wrangler); exits non-zero if wrangler dies
+//   5. runs the sample run types once (one of them fails on purpose, for the DLQ), fires the
+//      minute cron (wrangler dev fires none by itself) and prints what the costs and metrics
+//      APIs report
+//   6. prints the URLs, keys and ready-to-paste curl commands
+//   7. fires the cron once a minute, as Cloudflare would (reconcilers, retention, metrics:
+//      samples, uptime probe, rollups, degradation alerts), until Ctrl-C / SIGTERM (forwarded
+//      to wrangler); exits non-zero if wrangler dies
 //
-// Environment: PORT (default 8787), STARTUP_TIMEOUT_MS (default 90000).
+// Environment: PORT (default 8787), STARTUP_TIMEOUT_MS (default 90000), CRON=0 to fire no cron.
 // Plain Node ESM; it talks to the API through the project's own client (clients/typescript),
 // whose TypeScript source Node runs by type stripping. npm puts node_modules/.bin (Node 22)
 // first on PATH.
@@ -321,6 +326,10 @@ const RUN_TYPES = {
       { name: "after", type: "synthetic", config: { durationMs: 50, output: { phase: "after" } } },
     ],
   },
+  // Fails for good (permanent): the run fails and is dead-lettered, with an alert.
+  broken: {
+    steps: [{ name: "explode", type: "synthetic", config: { durationMs: 20, failTimes: 100, failKind: "permanent" } }],
+  },
   // Fails its first attempt (transient), succeeds on the retry.
   flaky: {
     steps: [
@@ -374,7 +383,7 @@ function banner(adminKey, demo) {
     `  Admin key       ${bold(adminKey)}   ${dim("(from .dev.vars)")}`,
     `  Demo customer   ${bold(demo.customerId)}`,
     `  Demo API key    ${bold(demo.apiKey)}   ${dim(`(saved in ${relative(ROOT, DEMO_FILE)})`)}`,
-    `  Run types       hello (3 steps), nap (sleeps 2 s), flaky (fails once, then retries)`,
+    `  Run types       hello (3 steps), nap (sleeps 2 s), flaky (fails once, then retries), broken (fails: DLQ)`,
     "",
     bold("  Try it (paste into a shell):"),
     "",
@@ -402,6 +411,15 @@ function banner(adminKey, demo) {
     dim("  # a retrying run · a run with inline steps instead of a run type"),
     `  ${post} ${u}/v1/runs -d '{"projectId":"demo","runType":"flaky"}'`,
     `  ${post} ${u}/v1/runs -d '${inline}'`,
+    "",
+    dim("  # metrics (bucket=hour|day|week|month, groupBy=customer|project|runType|pool|model|route), alerts, Prometheus"),
+    `  ${get} '${u}/v1/metrics/runs?bucket=hour&groupBy=runType'`,
+    `  ${get} '${u}/v1/metrics/costs?bucket=day&groupBy=model'`,
+    `  curl -s -w '\\n' -H 'Authorization: Bearer ${adminKey}' '${u}/v1/metrics/queues?bucket=hour'`,
+    `  curl -s -w '\\n' -H 'Authorization: Bearer ${adminKey}' '${u}/v1/metrics/api?bucket=hour&groupBy=route'`,
+    `  curl -s -w '\\n' -H 'Authorization: Bearer ${adminKey}' ${u}/v1/insights/cost-drivers`,
+    `  curl -s -H 'Authorization: Bearer ${adminKey}' ${u}/metrics`,
+    `  npx wrangler d1 execute DB --local --command "SELECT * FROM v_run_metrics_daily"   ${dim("(docs/analytics.md)")}`,
     "",
     dim("  # admin: customers and run types"),
     `  curl -s -w '\\n' -H 'Authorization: Bearer ${adminKey}' ${u}/v1/customers`,
@@ -469,7 +487,7 @@ function exited(child) {
 async function demoCosts(admin, demo) {
   const runplane = client(demo.apiKey ?? demo.key);
   const ids = [];
-  for (const runType of ["hello", "hello", "flaky"]) {
+  for (const runType of ["hello", "hello", "flaky", "broken"]) {
     const { run } = await runplane.POST("/v1/runs", { body: { projectId: "demo", runType, input: { name: "world" } } }).catch((err) => {
       throw unexpected(`POST /v1/runs (${runType})`, err);
     });
@@ -509,6 +527,49 @@ async function demoCosts(admin, demo) {
   if (!byCustomer || !byModel) say(red(`warning: GET /v1/costs failed: ${failure?.message ?? failure}`));
 }
 
+/** wrangler dev fires no cron by itself: the script does, as Cloudflare would each minute. */
+async function fireCron() {
+  try {
+    await fetch(`${BASE_URL}/cdn-cgi/local/scheduled`, { signal: AbortSignal.timeout(30_000) });
+  } catch (err) {
+    say(red(`warning: firing the cron failed: ${err.message}`));
+  }
+}
+
+/**
+ * The metrics after the demo runs: one cron tick samples the pools, probes the control plane and
+ * flushes the API timings (through the events queue); the next rolls them up.
+ */
+async function demoMetrics(adminKey, demo) {
+  await fireCron();
+  await new Promise((r) => setTimeout(r, 3000));
+  await fireCron();
+  const hour = Math.floor(Date.now() / 3_600_000) * 3_600_000;
+  const query = { from: new Date(hour - 86_400_000).toISOString(), to: new Date(hour + 3_600_000).toISOString(), bucket: "day" };
+  // The demo only shows the figures: one that cannot be read is left out, with a warning.
+  const get = (path, key = adminKey) =>
+    client(key)
+      .GET(path, { params: { query } })
+      .catch((err) => {
+        say(red(`warning: GET ${path} failed: ${err?.message ?? err}`));
+        return undefined;
+      });
+  const runs = (await get("/v1/metrics/runs", demo.apiKey ?? demo.key))?.totals;
+  const costs = (await get("/v1/metrics/costs", demo.apiKey ?? demo.key))?.totals;
+  const queues = (await get("/v1/metrics/queues"))?.totals;
+  const workers = (await get("/v1/metrics/workers"))?.totals;
+  const apiTimes = (await get("/v1/metrics/api"))?.totals;
+  const reliability = (await get("/v1/metrics/reliability"))?.totals;
+  const pct = (x) => (x === null || x === undefined ? "n/a" : `${(x * 100).toFixed(1)}%`);
+  say("metrics of the last day (GET /v1/metrics/*; docs/analytics.md for the SQL views):");
+  if (runs) console.log(`    runs         ${runs.runs} created, ${runs.succeeded} succeeded, ${runs.failed} failed · success ${pct(runs.successRate)} · p50 ${runs.durationMs.p50} ms, p95 ${runs.durationMs.p95} ms`);
+  if (costs) console.log(`    costs        $${costs.totalUsd} · per run $${costs.costPerRunUsd} · AI $${costs.aiUsd} · tokens in ${costs.inputTokens} / out ${costs.outputTokens}`);
+  if (queues) console.log(`    queues       depth avg ${queues.depth?.avg ?? "n/a"} · ${queues.processed} jobs processed · retry rate ${pct(queues.retryRate)} · DLQ open ${queues.dlqOpen}`);
+  if (workers) console.log(`    workers      utilization ${pct(workers.utilization)} · worker errors ${pct(workers.workerErrorRate)}`);
+  if (apiTimes) console.log(`    api          ${apiTimes.requests} requests · p50 ${apiTimes.latencyMs.p50} ms, p95 ${apiTimes.latencyMs.p95} ms, p99 ${apiTimes.latencyMs.p99} ms`);
+  if (reliability) console.log(`    reliability  uptime ${pct(reliability.uptime.uptime)} (${reliability.uptime.okProbes}/${reliability.uptime.expectedProbes} minutes) · run failures ${pct(reliability.runFailureRate)} · retries ${pct(reliability.retryRate)}`);
+}
+
 async function main() {
   process.chdir(ROOT);
   checkEnvironment();
@@ -527,7 +588,10 @@ async function main() {
   if (stopping) return;
   await demoCosts(admin, demo);
   if (stopping) return;
+  if (process.env.CRON !== "0") await demoMetrics(vars.ADMIN_API_KEY, demo);
+  if (stopping) return;
   banner(vars.ADMIN_API_KEY, demo);
+  if (process.env.CRON !== "0") setInterval(() => void fireCron(), 60_000).unref();
   // From here the exit handler of wrangler decides how we end.
 }
 

@@ -1,6 +1,7 @@
 /**
  * The Worker: `fetch` serves the control plane (API, OpenAPI, docs), `queue` feeds the
- * consumer pool, the dead-letter consumers and the analytics writer.
+ * consumer pool, the dead-letter consumers and the analytics writer, and `scheduled` (each
+ * minute) runs the reconcilers, the retention sweep and the metrics (samples, rollups, alerts).
  */
 import { createApp } from "./api/app";
 import { EVENTS_DEAD_LETTER_QUEUE, EVENTS_QUEUE, poolForDeadLetterQueue, poolForJobQueue } from "./config/pools";
@@ -9,6 +10,7 @@ import { consumeEvents } from "./data-plane/events-consumer";
 import { consumeEventDeadLetters } from "./data-plane/events-dlq-consumer";
 import { consumeJobs } from "./data-plane/job-consumer";
 import { reconcileLedgers } from "./data-plane/ledger-reconciler";
+import { metricsTick } from "./data-plane/metrics-tick";
 import { reconcileRuns } from "./data-plane/reconciler";
 import { sweepRetention } from "./data-plane/retention-sweep";
 import { configureLogging, log } from "./lib/log";
@@ -51,5 +53,7 @@ export default {
     ctx.waitUntil(reconcileRuns(env));
     ctx.waitUntil(reconcileLedgers(env));
     ctx.waitUntil(sweepRetention(env));
+    // The probe goes through the Worker's own router, as a client's request would.
+    ctx.waitUntil(metricsTick(env, (request) => Promise.resolve(app.fetch(request, env, ctx))));
   },
 } satisfies ExportedHandler<Env>;

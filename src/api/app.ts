@@ -1,8 +1,12 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { swaggerUI } from "@hono/swagger-ui";
 import { HTTPException } from "hono/http-exception";
+import type { MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
+import { matchedRoutes } from "hono/route";
 import { buildServices } from "../services/services";
+import { apiTimingsDue, flushApiTimings, recordApiTiming } from "../services/api-timings";
+import { PROBE_HEADER } from "../metrics/api-timings";
 import { errorMessage, log } from "../lib/log";
 import { newId } from "../lib/ids";
 import { authenticate } from "./auth";
@@ -27,6 +31,15 @@ import { registerCosts } from "./routes/costs";
 import { registerPutSecret } from "./routes/secrets-put";
 import { registerDeleteSecret } from "./routes/secrets-delete";
 import { registerListSecrets } from "./routes/secrets-list";
+import { registerAlerts } from "./routes/alerts";
+import { registerCostDrivers } from "./routes/insights-cost-drivers";
+import { registerApiMetrics } from "./routes/metrics-api";
+import { registerCostMetrics } from "./routes/metrics-costs";
+import { registerQueueMetrics } from "./routes/metrics-queues";
+import { registerReliabilityMetrics } from "./routes/metrics-reliability";
+import { registerRunMetrics } from "./routes/metrics-runs";
+import { registerWorkerMetrics } from "./routes/metrics-workers";
+import { registerOpenMetrics } from "./routes/openmetrics";
 
 export const MAX_BODY_BYTES = 1024 * 1024;
 
@@ -38,6 +51,26 @@ export function createApp() {
     },
   });
 
+  // Response times per route (the route's pattern, e.g. "/v1/runs/:id"), aggregated in memory
+  // and flushed through the events queue at most every few seconds: nothing per request.
+  app.use("*", async (c, next) => {
+    const started = Date.now();
+    await next();
+    if (c.req.header(PROBE_HEADER) === "1") return;
+    const route = matchedRoutes(c).filter((r) => r.method !== "ALL").at(-1)?.path ?? "(unmatched)";
+    const principal = c.get("principal") as AppEnv["Variables"]["principal"] | undefined;
+    const now = Date.now();
+    recordApiTiming(now, route, c.req.method, c.res.status, principal?.kind === "customer" ? principal.customerId : "", now - started);
+    if (apiTimingsDue(now)) {
+      const flush = flushApiTimings(c.env, now);
+      try {
+        c.executionCtx.waitUntil(flush);
+      } catch {
+        // No execution context (app.request in a script): the flush runs unawaited.
+      }
+    }
+  });
+
   app.use("*", async (c, next) => {
     const incoming = c.req.header("x-request-id");
     c.set("requestId", incoming && /^[\w.-]{1,100}$/.test(incoming) ? incoming : newId("req"));
@@ -46,11 +79,14 @@ export function createApp() {
     c.header("x-request-id", c.get("requestId"));
   });
 
-  app.use("/v1/*", async (c, next) => {
+  // GET /metrics (the Prometheus scrape) takes the admin key like /v1.
+  const misconfigured: MiddlewareHandler<AppEnv> = async (c, next) => {
     const problem = c.get("services").auth.misconfiguration();
     if (problem) throw new ApiError("misconfigured", problem);
     await next();
-  });
+  };
+  app.use("/v1/*", misconfigured);
+  app.use("/metrics", misconfigured);
   app.use(
     "/v1/*",
     bodyLimit({
@@ -71,6 +107,7 @@ export function createApp() {
     await next();
   });
   app.use("/v1/*", authenticate);
+  app.use("/metrics", authenticate);
 
   registerHealth(app);
   registerCreateCustomer(app);
@@ -90,6 +127,15 @@ export function createApp() {
   registerPutSecret(app);
   registerListSecrets(app);
   registerDeleteSecret(app);
+  registerAlerts(app);
+  registerRunMetrics(app);
+  registerCostMetrics(app);
+  registerQueueMetrics(app);
+  registerWorkerMetrics(app);
+  registerApiMetrics(app);
+  registerReliabilityMetrics(app);
+  registerCostDrivers(app);
+  registerOpenMetrics(app);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearerAuth", { type: "http", scheme: "bearer" });
   app.doc31("/openapi.json", {

@@ -6,6 +6,11 @@ export interface PoolConfig {
   name: string;
   jobQueue: string;
   deadLetterQueue: string;
+  /**
+   * The consumer's max_concurrency in wrangler.toml (repeat it here): the capacity worker
+   * utilization is measured against until issue 11's pool controller decides concurrency.
+   */
+  maxConcurrency: number;
   jobs: (env: Env) => Queue<unknown>;
   deadLetters: (env: Env) => Queue<unknown>;
 }
@@ -15,6 +20,7 @@ export const POOLS: Record<string, PoolConfig> = {
     name: "standard",
     jobQueue: "runplane-jobs-standard",
     deadLetterQueue: "runplane-dlq-standard",
+    maxConcurrency: 10,
     jobs: (env) => env.JOBS_STANDARD,
     deadLetters: (env) => env.DLQ_STANDARD,
   },

@@ -114,7 +114,72 @@ export const AlertRaiseSchema = z.object({
   createdAt: z.number(),
 });
 
+// ---- Operational metrics (docs/analytics.md): low-rate samples, never one per step ----
+
+/** A duration sketch: {bucket index: count} (src/metrics/sketch.ts). */
+const HistogramSchema = z
+  .record(z.string().regex(/^\d{1,5}$/), z.number().int().min(1))
+  .refine((h) => Object.keys(h).length <= 4_000, "at most 4000 buckets");
+
+export const ApiTimingEntrySchema = z.object({
+  minute: z.number().int().min(0),
+  route: z.string().min(1).max(200),
+  method: z.string().min(1).max(16),
+  statusClass: z.number().int().min(1).max(5),
+  customerId: z.string().max(64),
+  count: z.number().int().min(1),
+  sumMs: z.number().int().min(0),
+  maxMs: z.number().int().min(0),
+  hist: HistogramSchema,
+});
+
+/** An isolate's API timings since its last flush (src/metrics/api-timings.ts). */
+export const ApiTimingSampleSchema = z.object({
+  kind: z.literal("metrics.api"),
+  v: z.literal(1),
+  /** isolate id and flush sequence: the same sample delivered twice is inserted once */
+  sampleId: z.string().min(1).max(200),
+  entries: z.array(ApiTimingEntrySchema).min(1).max(500),
+});
+
+/**
+ * A pool's state at a minute: what the pool controller (issue 11) will emit, and what the minute
+ * cron samples from the run index until then (`source: "cron"`, no desired concurrency).
+ */
+export const PoolSampleSchema = z.object({
+  minute: z.number().int().min(0),
+  pool: z.string().min(1).max(64),
+  source: z.enum(["cron", "controller"]),
+  depth: z.number().int().min(0),
+  queued: z.number().int().min(0),
+  running: z.number().int().min(0),
+  waiting: z.number().int().min(0),
+  inFlight: z.number().int().min(0),
+  /** jobs finished in the minute before; null when the source does not track it */
+  processed: z.number().int().min(0).nullable(),
+  concurrency: z.number().int().min(0),
+  desiredConcurrency: z.number().int().min(0).nullable(),
+  utilization: z.number().min(0).max(1),
+  dlqOpen: z.number().int().min(0),
+  sampledAt: z.number().int().min(0),
+});
+export type PoolSample = z.infer<typeof PoolSampleSchema>;
+
+/** The minute cron's probe of the control plane. */
+export const UptimeProbeSchema = z.object({
+  minute: z.number().int().min(0),
+  ok: z.boolean(),
+  status: z.number().int().min(0).max(999),
+  latencyMs: z.number().int().min(0),
+  failed: z.array(z.string().max(64)).max(20),
+  probedAt: z.number().int().min(0),
+});
+export type UptimeProbe = z.infer<typeof UptimeProbeSchema>;
+
 export const EventMessageSchema = z.discriminatedUnion("kind", [
+  ApiTimingSampleSchema,
+  z.object({ kind: z.literal("metrics.pool"), v: z.literal(1), sample: PoolSampleSchema }),
+  z.object({ kind: z.literal("metrics.probe"), v: z.literal(1), probe: UptimeProbeSchema }),
   z.object({ kind: z.literal("run.index"), run: RunIndexRowSchema, attempts: z.array(AttemptRowSchema) }),
   /** A run's cost, as its customer's ledger counted it, for D1's cost_rollups. */
   z.object({ kind: z.literal("cost.rollup"), rollup: RunRollupSchema }),

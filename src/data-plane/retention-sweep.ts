@@ -11,6 +11,19 @@ import { countD1 } from "../lib/usage";
 
 const BATCH = 1_000;
 
+/** [table, time column, primary key, raw (step-detail retention) or rollup (cost retention)] */
+const METRIC_TABLES: [string, string, string, boolean][] = [
+  ["api_samples", "minute", "minute, sample_id, route, method, status_class, customer_id", true],
+  ["pool_samples", "minute", "minute, pool", true],
+  ["uptime_probes", "minute", "minute", true],
+  ["run_rollups", "hour", "hour, customer_id, project_id, run_type, pool", false],
+  ["attempt_rollups", "hour", "hour, customer_id, project_id, run_type, pool", false],
+  ["cost_hourly", "hour", "hour, customer_id, project_id, run_type, pool, model", false],
+  ["api_rollups", "hour", "hour, route, method, customer_id", false],
+  ["pool_rollups", "hour", "hour, pool", false],
+  ["uptime_rollups", "hour", "hour", false],
+];
+
 export async function sweepRetention(env: Env, now = Date.now()): Promise<Record<string, number>> {
   const cut = retentionCutoffs(now, retentionSettings(env));
   const db = env.DB;
@@ -26,6 +39,11 @@ export async function sweepRetention(env: Env, now = Date.now()): Promise<Record
       `DELETE FROM cost_rollups WHERE (hour, customer_id, run_id, model, part) IN
          (SELECT hour, customer_id, run_id, model, part FROM cost_rollups WHERE hour < ?1 LIMIT ?2)`,
     ).bind(cut.costs, BATCH)],
+    // The metrics: raw samples go with the step detail, rollups are kept as long as money.
+    ...METRIC_TABLES.map(([table, time, key, raw]): [string, D1PreparedStatement] => [
+      table,
+      db.prepare(`DELETE FROM ${table} WHERE (${key}) IN (SELECT ${key} FROM ${table} WHERE ${time} < ?1 LIMIT ?2)`).bind(raw ? cut.stepDetail : cut.costs, BATCH),
+    ]),
   ];
   const results = await db.batch(statements.map(([, s]) => s));
   countD1(results);

@@ -4,7 +4,7 @@
  * bucket them (`strftime('%Y-%m-%d %H:00', created_at / 1000, 'unixepoch')`).
  * Migrations come from this file: `npm run db:generate`.
  */
-import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+import { index, integer, primaryKey, real, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
 import { FAILURE_TYPES, PRIORITIES, RUN_STATUSES } from "../domain/run-status";
 
 export const customers = sqliteTable("customers", {
@@ -162,7 +162,7 @@ export const alerts = sqliteTable(
   "alerts",
   {
     id: text("id").primaryKey(),
-    /** dlq_entry | budget_soft_limit | budget_exhausted | backlog | failure_rate */
+    /** dlq_entry | budget_soft_limit | budget_exhausted | ledger_mismatch | p95_duration | failure_rate | cost_per_run | backlog */
     kind: text("kind").notNull(),
     severity: text("severity").notNull(),
     customerId: text("customer_id"),
@@ -172,6 +172,10 @@ export const alerts = sqliteTable(
     /** JSON: what the alert is about (the DLQ entry, the budget, …). */
     details: text("details").notNull().default("{}"),
     createdAt: integer("created_at").notNull(),
+    /** Degradation alerts: the episode they open (alert_episodes.key); null for the others. */
+    episode: text("episode"),
+    /** Degradation alerts: when the figure recovered (the episode cleared); null while firing. */
+    resolvedAt: integer("resolved_at"),
     /** none (no webhook configured) | pending | delivered | failed */
     deliveryStatus: text("delivery_status").notNull(),
     deliveryAttempts: integer("delivery_attempts").notNull().default(0),
@@ -260,6 +264,8 @@ export const costRollups = sqliteTable(
     priceVersions: text("price_versions").notNull().default(""),
     version: integer("version").notNull(),
     updatedAt: integer("updated_at").notNull(),
+    /** The first hour of the run's rows of this model (for model "", the run's first cost): where cost per run counts the run. */
+    firstHour: integer("first_hour"),
   },
   (t) => [primaryKey({ columns: [t.hour, t.customerId, t.runId, t.model, t.part] }), index("cost_rollups_customer_hour").on(t.customerId, t.hour)],
 );
@@ -281,3 +287,241 @@ export const deadEvents = sqliteTable(
   },
   (t) => [index("dead_events_received").on(t.receivedAt)],
 );
+
+// ---- Operational metrics (docs/analytics.md) ----
+// Raw samples arrive through the events queue (API timings, pool samples, uptime probes) and are
+// inserted once by their deterministic keys. Hourly rollups are recomputed from the raw rows
+// (runs, step_attempts, cost_rollups, and the samples) for the hours marked in rollup_dirty, by
+// the minute cron: a recomputation sets, never adds, so a replay changes nothing. Every rollup
+// and sample table is WITHOUT ROWID (hand-edited in migration 0008): its key is the row.
+
+/** A count per failure type (src/domain/run-status.ts FAILURE_TYPES): failures_transient, … */
+const failureColumns = () => ({
+  failuresTransient: integer("failures_transient").notNull().default(0),
+  failuresTimeout: integer("failures_timeout").notNull().default(0),
+  failuresWorkerError: integer("failures_worker_error").notNull().default(0),
+  failuresPermanent: integer("failures_permanent").notNull().default(0),
+  failuresBudgetExceeded: integer("failures_budget_exceeded").notNull().default(0),
+  failuresCancelled: integer("failures_cancelled").notNull().default(0),
+});
+
+/** Runs by the UTC hour they were created in, per customer, project, run type ('' = inline steps) and pool. */
+export const runRollups = sqliteTable(
+  "run_rollups",
+  {
+    hour: integer("hour").notNull(),
+    customerId: text("customer_id").notNull(),
+    projectId: text("project_id").notNull(),
+    runType: text("run_type").notNull().default(""),
+    pool: text("pool").notNull(),
+    runs: integer("runs").notNull().default(0),
+    succeeded: integer("succeeded").notNull().default(0),
+    failed: integer("failed").notNull().default(0),
+    cancelled: integer("cancelled").notNull().default(0),
+    unfinished: integer("unfinished").notNull().default(0),
+    /** failed and cancelled runs by their failure type */
+    ...failureColumns(),
+    /** finished runs with a duration (started, then finished) */
+    timed: integer("timed").notNull().default(0),
+    durationSumMs: integer("duration_sum_ms").notNull().default(0),
+    durationMaxMs: integer("duration_max_ms"),
+    /** sketch of the durations: {bucket: count} (src/metrics/sketch.ts) */
+    durationHist: text("duration_hist").notNull().default("{}"),
+    computedAt: integer("computed_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.hour, t.customerId, t.projectId, t.runType, t.pool] })],
+);
+
+/** Step attempts (jobs) by the UTC hour they started in. */
+export const attemptRollups = sqliteTable(
+  "attempt_rollups",
+  {
+    hour: integer("hour").notNull(),
+    customerId: text("customer_id").notNull(),
+    projectId: text("project_id").notNull(),
+    runType: text("run_type").notNull().default(""),
+    pool: text("pool").notNull(),
+    attempts: integer("attempts").notNull().default(0),
+    /** attempts numbered 1: the steps started */
+    firstAttempts: integer("first_attempts").notNull().default(0),
+    /** attempts numbered 2: the steps that needed a retry */
+    retriedSteps: integer("retried_steps").notNull().default(0),
+    /** attempts numbered 2 and up */
+    retries: integer("retries").notNull().default(0),
+    running: integer("running").notNull().default(0),
+    succeeded: integer("succeeded").notNull().default(0),
+    failed: integer("failed").notNull().default(0),
+    ...failureColumns(),
+    /** worker time of the finished attempts */
+    busyMs: integer("busy_ms").notNull().default(0),
+    computedAt: integer("computed_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.hour, t.customerId, t.projectId, t.runType, t.pool] })],
+);
+
+/** cost_rollups summed over runs: per hour, customer, project, run type, pool and model ('' = infrastructure). */
+export const costHourly = sqliteTable(
+  "cost_hourly",
+  {
+    hour: integer("hour").notNull(),
+    customerId: text("customer_id").notNull(),
+    projectId: text("project_id").notNull(),
+    runType: text("run_type").notNull().default(""),
+    pool: text("pool").notNull(),
+    model: text("model").notNull().default(""),
+    /** runs counted here: whose first cost of this model (for '', whose first cost at all) is in this hour */
+    runs: integer("runs").notNull().default(0),
+    inputTokens: integer("input_tokens").notNull().default(0),
+    cachedInputTokens: integer("cached_input_tokens").notNull().default(0),
+    outputTokens: integer("output_tokens").notNull().default(0),
+    reasoningTokens: integer("reasoning_tokens").notNull().default(0),
+    aiNanoUsd: integer("ai_nano_usd").notNull().default(0),
+    infraNanoUsd: integer("infra_nano_usd").notNull().default(0),
+    nanoUsd: integer("nano_usd").notNull().default(0),
+    computedAt: integer("computed_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.hour, t.customerId, t.projectId, t.runType, t.pool, t.model] })],
+);
+
+/** API timings as isolates flush them: one row per (minute, flush, route, method, status class, customer). */
+export const apiSamples = sqliteTable(
+  "api_samples",
+  {
+    minute: integer("minute").notNull(),
+    sampleId: text("sample_id").notNull(),
+    route: text("route").notNull(),
+    method: text("method").notNull(),
+    statusClass: integer("status_class").notNull(),
+    customerId: text("customer_id").notNull().default(""),
+    count: integer("count").notNull(),
+    sumMs: integer("sum_ms").notNull(),
+    maxMs: integer("max_ms").notNull(),
+    hist: text("hist").notNull().default("{}"),
+    receivedAt: integer("received_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.minute, t.sampleId, t.route, t.method, t.statusClass, t.customerId] })],
+);
+
+/** API response times per hour, route, method and customer ('' = the admin key or no key). */
+export const apiRollups = sqliteTable(
+  "api_rollups",
+  {
+    hour: integer("hour").notNull(),
+    route: text("route").notNull(),
+    method: text("method").notNull(),
+    customerId: text("customer_id").notNull().default(""),
+    requests: integer("requests").notNull().default(0),
+    responses2xx: integer("responses_2xx").notNull().default(0),
+    responses3xx: integer("responses_3xx").notNull().default(0),
+    responses4xx: integer("responses_4xx").notNull().default(0),
+    responses5xx: integer("responses_5xx").notNull().default(0),
+    sumMs: integer("sum_ms").notNull().default(0),
+    maxMs: integer("max_ms").notNull().default(0),
+    hist: text("hist").notNull().default("{}"),
+    computedAt: integer("computed_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.hour, t.route, t.method, t.customerId] })],
+);
+
+/**
+ * A pool's state once a minute: backlog, work in flight, utilization, desired concurrency. Today
+ * the minute cron samples them from the run index (source 'cron'); the pool controller of issue 11
+ * emits the same message (source 'controller') with the figures it tracks exactly.
+ */
+export const poolSamples = sqliteTable(
+  "pool_samples",
+  {
+    minute: integer("minute").notNull(),
+    pool: text("pool").notNull(),
+    source: text("source").notNull(),
+    /** backlog: runs waiting for or holding a worker (queued + running) */
+    depth: integer("depth").notNull(),
+    queued: integer("queued").notNull().default(0),
+    running: integer("running").notNull().default(0),
+    /** runs on a durable timer (sleep, retry delay): no worker held */
+    waiting: integer("waiting").notNull().default(0),
+    inFlight: integer("in_flight").notNull(),
+    /** jobs finished in the minute before the sample; null when the source does not track it */
+    processed: integer("processed"),
+    /** the pool's consumer max_concurrency */
+    concurrency: integer("concurrency").notNull(),
+    /** the controller's desired concurrency; null until issue 11's controller emits it */
+    desiredConcurrency: integer("desired_concurrency"),
+    /** in flight ÷ concurrency, 0…1 */
+    utilization: real("utilization").notNull(),
+    dlqOpen: integer("dlq_open").notNull().default(0),
+    sampledAt: integer("sampled_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.minute, t.pool] })],
+);
+
+export const poolRollups = sqliteTable(
+  "pool_rollups",
+  {
+    hour: integer("hour").notNull(),
+    pool: text("pool").notNull(),
+    samples: integer("samples").notNull().default(0),
+    depthSum: integer("depth_sum").notNull().default(0),
+    depthMax: integer("depth_max").notNull().default(0),
+    inFlightSum: integer("in_flight_sum").notNull().default(0),
+    inFlightMax: integer("in_flight_max").notNull().default(0),
+    utilizationSum: real("utilization_sum").notNull().default(0),
+    concurrencyMax: integer("concurrency_max").notNull().default(0),
+    desiredSum: integer("desired_sum").notNull().default(0),
+    desiredSamples: integer("desired_samples").notNull().default(0),
+    processedSum: integer("processed_sum").notNull().default(0),
+    processedSamples: integer("processed_samples").notNull().default(0),
+    dlqOpenSum: integer("dlq_open_sum").notNull().default(0),
+    dlqOpenMax: integer("dlq_open_max").notNull().default(0),
+    computedAt: integer("computed_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.hour, t.pool] })],
+);
+
+/** The minute cron's probe of the control plane (GET /health/ready through the Worker's own router). */
+export const uptimeProbes = sqliteTable("uptime_probes", {
+  minute: integer("minute").primaryKey(),
+  ok: integer("ok").notNull(),
+  status: integer("status").notNull(),
+  latencyMs: integer("latency_ms").notNull(),
+  /** the checks that failed, comma-separated */
+  failed: text("failed").notNull().default(""),
+  probedAt: integer("probed_at").notNull(),
+});
+
+export const uptimeRollups = sqliteTable("uptime_rollups", {
+  hour: integer("hour").primaryKey(),
+  probes: integer("probes").notNull().default(0),
+  ok: integer("ok").notNull().default(0),
+  latencySumMs: integer("latency_sum_ms").notNull().default(0),
+  latencyMaxMs: integer("latency_max_ms").notNull().default(0),
+  computedAt: integer("computed_at").notNull(),
+});
+
+/** Hours whose rollup of `source` must be recomputed: marked in the same batch as the raw rows that changed. */
+export const rollupDirty = sqliteTable(
+  "rollup_dirty",
+  {
+    source: text("source").notNull(),
+    hour: integer("hour").notNull(),
+    markedAt: integer("marked_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.source, t.hour] })],
+);
+
+/**
+ * One row per watched figure (e.g. "p95_duration:runType:hello"): whether its degradation episode
+ * is open and which alert opened it. The episode and its alert change in one batch.
+ */
+export const alertEpisodes = sqliteTable("alert_episodes", {
+  key: text("key").primaryKey(),
+  figure: text("figure").notNull(),
+  /** open | clear */
+  state: text("state").notNull(),
+  alertId: text("alert_id"),
+  openedAt: integer("opened_at"),
+  clearedAt: integer("cleared_at"),
+  /** JSON: the last verdict's figures (recent, baseline, thresholds, samples) */
+  last: text("last").notNull().default("{}"),
+  updatedAt: integer("updated_at").notNull(),
+});

@@ -139,7 +139,7 @@ export function monthRange(month: string): { from: number; to: number } {
 const ROLLUP_COLUMNS = [
   "hour", "customer_id", "run_id", "model", "part", "project_id", "run_type", "pool",
   "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens", "ai_nano_usd", "infra_nano_usd", "nano_usd",
-  "attempts", "lines", "price_versions", "version", "updated_at",
+  "attempts", "lines", "price_versions", "version", "updated_at", "first_hour",
 ] as const;
 const ROLLUP_UPSERT = `INSERT INTO cost_rollups (${ROLLUP_COLUMNS.join(", ")}) VALUES (${ROLLUP_COLUMNS.map((_, i) => `?${i + 1}`).join(", ")})
   ON CONFLICT (hour, customer_id, run_id, model, part) DO UPDATE SET
@@ -151,19 +151,25 @@ const STATEMENTS_PER_BATCH = 100;
  * Stores runs' cost rollups in D1's `cost_rollups`, the table reports read. Each row is an
  * upsert guarded by the run's record sequence: an older or repeated rollup changes nothing, a
  * newer one replaces the rows it holds (a run's rows only ever grow). Amounts are bound as
- * decimal text, which the INTEGER columns store as exact 64-bit integers.
+ * decimal text, which the INTEGER columns store as exact 64-bit integers. `after` is written
+ * with (in the same batch as) the last of them.
  */
-export async function writeRollups(db: D1Database, rollups: readonly RunRollup[]): Promise<void> {
+export async function writeRollups(db: D1Database, rollups: readonly RunRollup[], after: readonly D1PreparedStatement[] = []): Promise<void> {
   const now = Date.now();
-  const statements = rollups.flatMap((r) =>
-    r.rows.map((row) =>
+  const statements = rollups.flatMap((r) => {
+    // A rollup holds all of its run's rows: the first hour of each model is where cost per run counts the run.
+    const firstHour = new Map<string, number>();
+    for (const row of r.rows) firstHour.set(row.model, Math.min(firstHour.get(row.model) ?? row.hour, row.hour));
+    return r.rows.map((row) =>
       db.prepare(ROLLUP_UPSERT).bind(
         row.hour, r.customerId, r.runId, row.model, row.part, r.projectId, r.runType, r.pool,
         row.inputTokens, row.cachedInputTokens, row.outputTokens, row.reasoningTokens, row.aiNanoUsd, row.infraNanoUsd, row.nanoUsd,
-        row.attempts, JSON.stringify(row.lines), row.priceVersions.join(","), r.version, now,
+        row.attempts, JSON.stringify(row.lines), row.priceVersions.join(","), r.version, now, firstHour.get(row.model)!,
       ),
-    ),
-  );
+    );
+  });
+  // `after` (the metrics' dirty marks) rides in the last batch: with the rows it is about, never before them.
+  statements.push(...after);
   for (let i = 0; i < statements.length; i += STATEMENTS_PER_BATCH) countD1(await db.batch(statements.slice(i, i + STATEMENTS_PER_BATCH)));
 }
 

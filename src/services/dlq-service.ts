@@ -4,7 +4,7 @@ import { runStub } from "../../durable-objects/run/rpc";
 import { DomainError } from "../domain/errors";
 import { cursorKey, pageOf, timeAndIdCursor } from "../domain/pagination";
 import { resumeAdmitted } from "./admission";
-import { alerts, dlqEntries } from "../db/schema";
+import { dlqEntries } from "../db/schema";
 
 export interface DlqFilter {
   pool?: string;
@@ -117,21 +117,5 @@ export class DlqService {
       if (!exists) throw new DomainError("not_found", `dead-letter entry "${id}" not found`);
       throw new DomainError("conflict", `dead-letter entry "${id}" is ${exists.state}, not open`);
     }
-  }
-
-  async alerts(limit: number, kind?: string) {
-    const rows = await this.db.select().from(alerts).where(kind ? eq(alerts.kind, kind) : undefined).orderBy(desc(alerts.createdAt)).limit(limit).all();
-    return rows.map((a) => ({
-      id: a.id,
-      kind: a.kind,
-      severity: a.severity,
-      customerId: a.customerId,
-      runId: a.runId,
-      dlqId: a.dlqId,
-      message: a.message,
-      details: JSON.parse(a.details) as unknown,
-      createdAt: new Date(a.createdAt).toISOString(),
-      delivery: { status: a.deliveryStatus, attempts: a.deliveryAttempts, lastError: a.lastDeliveryError },
-    }));
   }
 }

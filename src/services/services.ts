@@ -1,8 +1,12 @@
 import { drizzle } from "drizzle-orm/d1";
+import { AlertsService } from "./alerts-service";
 import { AuthService } from "./auth-service";
 import { CostsService } from "./costs-service";
 import { CustomersService } from "./customers-service";
 import { DlqService } from "./dlq-service";
+import { InsightsService } from "./insights-service";
+import { MetricsService } from "./metrics-service";
+import { OpenMetricsService } from "./openmetrics-service";
 import { PricingService } from "./pricing-service";
 import { RateLimitService } from "./rate-limit-service";
 import { RunTypesService } from "./run-types-service";
@@ -19,6 +23,10 @@ export interface Services {
   costs: CostsService;
   secrets: SecretsService;
   rateLimit: RateLimitService;
+  alerts: AlertsService;
+  metrics: MetricsService;
+  insights: InsightsService;
+  openMetrics: OpenMetricsService;
 }
 
 /** Built once per request and put on the Hono context: routes use these, never bindings. */
@@ -39,5 +47,9 @@ export function buildServices(env: Env, waitUntil: (work: Promise<unknown>) => v
     costs: new CostsService(env),
     secrets,
     rateLimit,
+    alerts: new AlertsService(db),
+    metrics: new MetricsService(env),
+    insights: new InsightsService(env),
+    openMetrics: new OpenMetricsService(env),
   };
 }

@@ -378,26 +378,6 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/v1/alerts": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /**
-         * Alerts, newest first (admin)
-         * @description Dead-lettered runs, budget thresholds, ledger mismatches; `kind` picks one kind.
-         */
-        get: operations["listAlerts"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
     "/v1/pricing": {
         parameters: {
             query?: never;
@@ -498,6 +478,159 @@ export interface paths {
          * @description Your own secrets; the admin key: the platform's, Worker secrets SECRET_<NAME> included.
          */
         get: operations["listSecrets"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/alerts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Alerts, newest first: dead-lettered runs, budget thresholds, ledger mismatches, and degradations against the trailing baseline (a customer key: its own) */
+        get: operations["listAlerts"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/metrics/runs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Run volume, success rate, failure rate by failure type, average/p50/p95 duration, by the hour runs were created (a customer key: its own runs) */
+        get: operations["getRunMetrics"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/metrics/costs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Cost per run and per customer, cost trends, AI tokens and cost by model and customer (a customer key: its own) */
+        get: operations["getCostMetrics"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/metrics/queues": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Queue depth, job processing rate, retry rate, dead letters (depth and DLQ size sampled each minute: admin only) */
+        get: operations["getQueueMetrics"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/metrics/workers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Worker utilization (busy time over capacity) and worker error rate */
+        get: operations["getWorkerMetrics"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/metrics/api": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** API response times per route (avg, p50, p95, p99, max) and error rates (a customer key: its own requests) */
+        get: operations["getApiMetrics"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/metrics/reliability": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Control-plane uptime (a probe each minute), run failure rate, worker error rate, retry rate, API error rate, dead letters */
+        get: operations["getReliabilityMetrics"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/insights/cost-drivers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The run types, models and customers that drive cost over [from, to), how each moved against the previous period of the same length, and findings (a customer key: its own cost) */
+        get: operations["getCostDrivers"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Current gauges and counters for a Prometheus scrape (admin): OpenMetrics 1.0 when the scraper asks for application/openmetrics-text, else the Prometheus text format 0.0.4 */
+        get: operations["getOpenMetrics"];
         put?: never;
         post?: never;
         delete?: never;
@@ -934,6 +1067,539 @@ export interface components {
             source: "stored" | "worker";
             createdAt: string | null;
             updatedAt: string | null;
+        };
+        Alert: {
+            id: string;
+            /** @description dlq_entry, budget_soft_limit, budget_exhausted, ledger_mismatch, or a degradation: p95_duration, failure_rate, cost_per_run, backlog */
+            kind: string;
+            /** @description error, warning; info for a degradation's resolution notice */
+            severity: string;
+            customerId: string | null;
+            runId: string | null;
+            dlqId: string | null;
+            message: string;
+            details?: unknown;
+            createdAt: string;
+            /** @description Degradation alerts: the figure's episode, e.g. p95_duration:runType:hello */
+            episode: string | null;
+            /**
+             * @description Degradation alerts: firing until the figure recovers, then resolved
+             * @enum {string|null}
+             */
+            state: "firing" | "resolved" | null;
+            resolvedAt: string | null;
+            delivery: {
+                status: string;
+                attempts: number;
+                lastError: string | null;
+            };
+        };
+        RunMetrics: {
+            from: string;
+            to: string;
+            /** @enum {string} */
+            bucket: "hour" | "day" | "week" | "month";
+            /** @description One of customer, project, runType, pool; null without groupBy */
+            groupBy: string | null;
+            series: {
+                /** @description Runs created in the bucket: the volume */
+                runs: number;
+                finished: number;
+                unfinished: number;
+                succeeded: number;
+                failed: number;
+                cancelled: number;
+                /** @description 0…1; null when its denominator is 0 */
+                successRate: number | null;
+                /** @description 0…1; null when its denominator is 0 */
+                failureRate: number | null;
+                /** @description 0…1; null when its denominator is 0 */
+                cancelledRate: number | null;
+                failuresByType: {
+                    transient: number;
+                    timeout: number;
+                    worker_error: number;
+                    permanent: number;
+                    budget_exceeded: number;
+                    cancelled: number;
+                };
+                failureRateByType: {
+                    /** @description 0…1; null when its denominator is 0 */
+                    transient: number | null;
+                    /** @description 0…1; null when its denominator is 0 */
+                    timeout: number | null;
+                    /** @description 0…1; null when its denominator is 0 */
+                    worker_error: number | null;
+                    /** @description 0…1; null when its denominator is 0 */
+                    permanent: number | null;
+                    /** @description 0…1; null when its denominator is 0 */
+                    budget_exceeded: number | null;
+                    /** @description 0…1; null when its denominator is 0 */
+                    cancelled: number | null;
+                };
+                durationMs: {
+                    runs: number;
+                    avg: number | null;
+                    p50: number | null;
+                    p95: number | null;
+                    max: number | null;
+                };
+                /** @description Start of the bucket, ISO-8601 UTC */
+                bucket: string;
+                /** @description The group (with groupBy): '(inline)' for runs without a run type, '(infra)' for infrastructure */
+                key?: string;
+                /** @description With groupBy=project: the project's customer */
+                customerId?: string;
+            }[];
+            totals: {
+                /** @description Runs created in the bucket: the volume */
+                runs: number;
+                finished: number;
+                unfinished: number;
+                succeeded: number;
+                failed: number;
+                cancelled: number;
+                /** @description 0…1; null when its denominator is 0 */
+                successRate: number | null;
+                /** @description 0…1; null when its denominator is 0 */
+                failureRate: number | null;
+                /** @description 0…1; null when its denominator is 0 */
+                cancelledRate: number | null;
+                failuresByType: {
+                    transient: number;
+                    timeout: number;
+                    worker_error: number;
+                    permanent: number;
+                    budget_exceeded: number;
+                    cancelled: number;
+                };
+                failureRateByType: {
+                    /** @description 0…1; null when its denominator is 0 */
+                    transient: number | null;
+                    /** @description 0…1; null when its denominator is 0 */
+                    timeout: number | null;
+                    /** @description 0…1; null when its denominator is 0 */
+                    worker_error: number | null;
+                    /** @description 0…1; null when its denominator is 0 */
+                    permanent: number | null;
+                    /** @description 0…1; null when its denominator is 0 */
+                    budget_exceeded: number | null;
+                    /** @description 0…1; null when its denominator is 0 */
+                    cancelled: number | null;
+                };
+                durationMs: {
+                    runs: number;
+                    avg: number | null;
+                    p50: number | null;
+                    p95: number | null;
+                    max: number | null;
+                };
+            };
+            /** @description How percentiles are computed: a log-linear sketch, exact below 128 ms, else within relativeError of the exact nearest-rank value */
+            percentiles: {
+                method: string;
+                exactBelowMs: number;
+                relativeError: number;
+            };
+        };
+        CostMetrics: {
+            from: string;
+            to: string;
+            /** @enum {string} */
+            bucket: "hour" | "day" | "week" | "month";
+            /** @description One of customer, project, runType, pool, model; null without groupBy */
+            groupBy: string | null;
+            series: {
+                /** @description Runs whose first cost is in the bucket (by model: that first used the model there) */
+                runs: number;
+                customers: number;
+                /** @description Exact integer: a JSON number while ≤ 2^53, else a decimal string */
+                totalNanoUsd: number | string;
+                totalUsd: string;
+                /** @description Exact integer: a JSON number while ≤ 2^53, else a decimal string */
+                aiNanoUsd: number | string;
+                aiUsd: string;
+                /** @description Exact integer: a JSON number while ≤ 2^53, else a decimal string */
+                infraNanoUsd: number | string;
+                infraUsd: string;
+                /** @description Exact integer: a JSON number while ≤ 2^53, else a decimal string */
+                costPerRunNanoUsd: number | string | null;
+                costPerRunUsd: string | null;
+                /** @description Exact integer: a JSON number while ≤ 2^53, else a decimal string */
+                costPerCustomerNanoUsd: number | string | null;
+                costPerCustomerUsd: string | null;
+                /** @description Exact integer: a JSON number while ≤ 2^53, else a decimal string */
+                inputTokens: number | string;
+                /** @description Exact integer: a JSON number while ≤ 2^53, else a decimal string */
+                cachedTokens: number | string;
+                /** @description Exact integer: a JSON number while ≤ 2^53, else a decimal string */
+                outputTokens: number | string;
+                /** @description Exact integer: a JSON number while ≤ 2^53, else a decimal string */
+                reasoningTokens: number | string;
+                /** @description Series rows: total − the same key's total in the bucket before (0 when it had none); null in the range's first bucket */
+                changeNanoUsd?: number | string | null;
+                changePercent?: number | null;
+                /** @description Start of the bucket, ISO-8601 UTC */
+                bucket: string;
+                /** @description The group (with groupBy): '(inline)' for runs without a run type, '(infra)' for infrastructure */
+                key?: string;
+                /** @description With groupBy=project: the project's customer */
+                customerId?: string;
+            }[];
+            totals: {
+                /** @description Runs whose first cost is in the bucket (by model: that first used the model there) */
+                runs: number;
+                customers: number;
+                /** @description Exact integer: a JSON number while ≤ 2^53, else a decimal string */
+                totalNanoUsd: number | string;
+                totalUsd: string;
+                /** @description Exact integer: a JSON number while ≤ 2^53, else a decimal string */
+                aiNanoUsd: number | string;
+                aiUsd: string;
+                /** @description Exact integer: a JSON number while ≤ 2^53, else a decimal string */
+                infraNanoUsd: number | string;
+                infraUsd: string;
+                /** @description Exact integer: a JSON number while ≤ 2^53, else a decimal string */
+                costPerRunNanoUsd: number | string | null;
+                costPerRunUsd: string | null;
+                /** @description Exact integer: a JSON number while ≤ 2^53, else a decimal string */
+                costPerCustomerNanoUsd: number | string | null;
+                costPerCustomerUsd: string | null;
+                /** @description Exact integer: a JSON number while ≤ 2^53, else a decimal string */
+                inputTokens: number | string;
+                /** @description Exact integer: a JSON number while ≤ 2^53, else a decimal string */
+                cachedTokens: number | string;
+                /** @description Exact integer: a JSON number while ≤ 2^53, else a decimal string */
+                outputTokens: number | string;
+                /** @description Exact integer: a JSON number while ≤ 2^53, else a decimal string */
+                reasoningTokens: number | string;
+                /** @description Series rows: total − the same key's total in the bucket before (0 when it had none); null in the range's first bucket */
+                changeNanoUsd?: number | string | null;
+                changePercent?: number | null;
+            };
+            /** @description The range's first and last bucket with cost, and the change between them */
+            trend: {
+                bucket: string;
+                first: {
+                    bucket: string;
+                    /** @description Exact integer: a JSON number while ≤ 2^53, else a decimal string */
+                    nanoUsd: number | string;
+                };
+                last: {
+                    bucket: string;
+                    /** @description Exact integer: a JSON number while ≤ 2^53, else a decimal string */
+                    nanoUsd: number | string;
+                };
+                /** @description Exact integer: a JSON number while ≤ 2^53, else a decimal string */
+                changeNanoUsd: number | string;
+                changePercent: number | null;
+            } | null;
+        };
+        QueueMetrics: {
+            from: string;
+            to: string;
+            /** @enum {string} */
+            bucket: "hour" | "day" | "week" | "month";
+            /** @description One of pool; null without groupBy */
+            groupBy: string | null;
+            series: {
+                /** @description Admin only: backlog sampled each minute */
+                depth: {
+                    avg: number | null;
+                    max: number | null;
+                } | null;
+                inFlight: {
+                    avg: number | null;
+                    max: number | null;
+                } | null;
+                desiredConcurrency: {
+                    avg: number | null;
+                } | null;
+                samples: number | null;
+                /** @description Finished step attempts (jobs) */
+                processed: number;
+                processingRatePerSecond: number | null;
+                attempts: number;
+                retries: number;
+                /** @description 0…1; null when its denominator is 0 */
+                retryRate: number | null;
+                /** @description DLQ entries recorded in the bucket */
+                deadLettered: number;
+                /** @description Admin only: open DLQ entries, sampled each minute */
+                dlqSize: {
+                    avg: number | null;
+                    max: number | null;
+                } | null;
+                /** @description Start of the bucket, ISO-8601 UTC */
+                bucket: string;
+                /** @description The group (with groupBy): '(inline)' for runs without a run type, '(infra)' for infrastructure */
+                key?: string;
+                /** @description With groupBy=project: the project's customer */
+                customerId?: string;
+            }[];
+            totals: {
+                /** @description Admin only: backlog sampled each minute */
+                depth: {
+                    avg: number | null;
+                    max: number | null;
+                } | null;
+                inFlight: {
+                    avg: number | null;
+                    max: number | null;
+                } | null;
+                desiredConcurrency: {
+                    avg: number | null;
+                } | null;
+                samples: number | null;
+                /** @description Finished step attempts (jobs) */
+                processed: number;
+                processingRatePerSecond: number | null;
+                attempts: number;
+                retries: number;
+                /** @description 0…1; null when its denominator is 0 */
+                retryRate: number | null;
+                /** @description DLQ entries recorded in the bucket */
+                deadLettered: number;
+                /** @description Admin only: open DLQ entries, sampled each minute */
+                dlqSize: {
+                    avg: number | null;
+                    max: number | null;
+                } | null;
+            };
+            dlqOpenByPool?: {
+                [key: string]: number;
+            };
+            notes: {
+                [key: string]: string;
+            };
+        };
+        WorkerMetrics: {
+            from: string;
+            to: string;
+            /** @enum {string} */
+            bucket: "hour" | "day" | "week" | "month";
+            /** @description One of customer, project, runType, pool; null without groupBy */
+            groupBy: string | null;
+            series: {
+                attempts: number;
+                processed: number;
+                busyMs: number;
+                capacityMs: number | null;
+                /** @description 0…1; null when its denominator is 0 */
+                utilization: number | null;
+                /** @description 0…1; null when its denominator is 0 */
+                sampledUtilization: number | null;
+                failedAttempts: number;
+                /** @description 0…1; null when its denominator is 0 */
+                attemptFailureRate: number | null;
+                workerErrors: number;
+                /** @description 0…1; null when its denominator is 0 */
+                workerErrorRate: number | null;
+                /** @description Start of the bucket, ISO-8601 UTC */
+                bucket: string;
+                /** @description The group (with groupBy): '(inline)' for runs without a run type, '(infra)' for infrastructure */
+                key?: string;
+                /** @description With groupBy=project: the project's customer */
+                customerId?: string;
+            }[];
+            totals: {
+                attempts: number;
+                processed: number;
+                busyMs: number;
+                capacityMs: number | null;
+                /** @description 0…1; null when its denominator is 0 */
+                utilization: number | null;
+                /** @description 0…1; null when its denominator is 0 */
+                sampledUtilization: number | null;
+                failedAttempts: number;
+                /** @description 0…1; null when its denominator is 0 */
+                attemptFailureRate: number | null;
+                workerErrors: number;
+                /** @description 0…1; null when its denominator is 0 */
+                workerErrorRate: number | null;
+            };
+            notes: {
+                [key: string]: string;
+            };
+        };
+        ApiMetrics: {
+            from: string;
+            to: string;
+            /** @enum {string} */
+            bucket: "hour" | "day" | "week" | "month";
+            /** @description One of route, customer; null without groupBy */
+            groupBy: string | null;
+            series: {
+                requests: number;
+                clientErrors: number;
+                serverErrors: number;
+                /** @description 0…1; null when its denominator is 0 */
+                errorRate: number | null;
+                latencyMs: {
+                    avg: number | null;
+                    p50: number | null;
+                    p95: number | null;
+                    p99: number | null;
+                    max: number | null;
+                };
+                /** @description Start of the bucket, ISO-8601 UTC */
+                bucket: string;
+                /** @description The group (with groupBy): '(inline)' for runs without a run type, '(infra)' for infrastructure */
+                key?: string;
+                /** @description With groupBy=project: the project's customer */
+                customerId?: string;
+            }[];
+            totals: {
+                requests: number;
+                clientErrors: number;
+                serverErrors: number;
+                /** @description 0…1; null when its denominator is 0 */
+                errorRate: number | null;
+                latencyMs: {
+                    avg: number | null;
+                    p50: number | null;
+                    p95: number | null;
+                    p99: number | null;
+                    max: number | null;
+                };
+            };
+            /** @description How percentiles are computed: a log-linear sketch, exact below 128 ms, else within relativeError of the exact nearest-rank value */
+            percentiles: {
+                method: string;
+                exactBelowMs: number;
+                relativeError: number;
+            };
+            notes: {
+                [key: string]: string;
+            };
+        };
+        ReliabilityMetrics: {
+            from: string;
+            to: string;
+            /** @enum {string} */
+            bucket: "hour" | "day" | "week" | "month";
+            /** @description One of customer, project, runType, pool; null without groupBy */
+            groupBy: string | null;
+            series: {
+                uptime: {
+                    probes: number;
+                    okProbes: number;
+                    expectedProbes: number;
+                    missedProbes: number;
+                    /** @description 0…1; null when its denominator is 0 */
+                    uptime: number | null;
+                };
+                /** @description 0…1; null when its denominator is 0 */
+                runFailureRate: number | null;
+                /** @description 0…1; null when its denominator is 0 */
+                workerErrorRate: number | null;
+                /** @description 0…1; null when its denominator is 0 */
+                retryRate: number | null;
+                /** @description 0…1; null when its denominator is 0 */
+                apiErrorRate: number | null;
+                deadLettered: number;
+                /** @description Start of the bucket, ISO-8601 UTC */
+                bucket: string;
+                /** @description The group (with groupBy): '(inline)' for runs without a run type, '(infra)' for infrastructure */
+                key?: string;
+                /** @description With groupBy=project: the project's customer */
+                customerId?: string;
+            }[];
+            totals: {
+                uptime: {
+                    probes: number;
+                    okProbes: number;
+                    expectedProbes: number;
+                    missedProbes: number;
+                    /** @description 0…1; null when its denominator is 0 */
+                    uptime: number | null;
+                };
+                /** @description 0…1; null when its denominator is 0 */
+                runFailureRate: number | null;
+                /** @description 0…1; null when its denominator is 0 */
+                workerErrorRate: number | null;
+                /** @description 0…1; null when its denominator is 0 */
+                retryRate: number | null;
+                /** @description 0…1; null when its denominator is 0 */
+                apiErrorRate: number | null;
+                deadLettered: number;
+            };
+            notes: {
+                [key: string]: string;
+            };
+        };
+        CostDrivers: {
+            from: string;
+            to: string;
+            previous: {
+                from: string;
+                to: string;
+            };
+            totals: {
+                current: {
+                    /** @description Exact integer: a JSON number while ≤ 2^53, else a decimal string */
+                    nanoUsd: number | string;
+                    usd: string;
+                    /** @description Exact integer: a JSON number while ≤ 2^53, else a decimal string */
+                    aiNanoUsd: number | string;
+                    runs: number;
+                };
+                previous: {
+                    /** @description Exact integer: a JSON number while ≤ 2^53, else a decimal string */
+                    nanoUsd: number | string;
+                    usd: string;
+                    /** @description Exact integer: a JSON number while ≤ 2^53, else a decimal string */
+                    aiNanoUsd: number | string;
+                    runs: number;
+                };
+                change: {
+                    /** @description Exact integer: a JSON number while ≤ 2^53, else a decimal string */
+                    nanoUsd: number | string;
+                    usd: string;
+                    percent: number | null;
+                };
+            };
+            drivers: {
+                runTypes: components["schemas"]["CostDriver"][];
+                models: components["schemas"]["CostDriver"][];
+                customers: components["schemas"]["CostDriver"][];
+            };
+            /** @description What stands out: the largest drivers, notable moves, where the levers are */
+            findings: string[];
+        };
+        CostDriver: {
+            key: string;
+            current: {
+                /** @description Exact integer: a JSON number while ≤ 2^53, else a decimal string */
+                nanoUsd: number | string;
+                usd: string;
+                runs: number;
+                costPerRun: {
+                    /** @description Exact integer: a JSON number while ≤ 2^53, else a decimal string */
+                    nanoUsd: number | string;
+                    usd: string;
+                } | null;
+            };
+            previous: {
+                /** @description Exact integer: a JSON number while ≤ 2^53, else a decimal string */
+                nanoUsd: number | string;
+                usd: string;
+                runs: number;
+                costPerRun: {
+                    /** @description Exact integer: a JSON number while ≤ 2^53, else a decimal string */
+                    nanoUsd: number | string;
+                    usd: string;
+                } | null;
+            };
+            /** @description Of the period's total cost */
+            sharePercent: number | null;
+            change: {
+                /** @description Exact integer: a JSON number while ≤ 2^53, else a decimal string */
+                nanoUsd: number | string;
+                usd: string;
+                percent: number | null;
+            };
+            costPerRunChangePercent: number | null;
         };
     };
     responses: never;
@@ -3207,83 +3873,6 @@ export interface operations {
             };
         };
     };
-    listAlerts: {
-        parameters: {
-            query?: {
-                kind?: string;
-                /** @description Page size (max 500) */
-                limit?: number;
-            };
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description Alerts */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": {
-                        alerts: {
-                            [key: string]: unknown;
-                        }[];
-                    };
-                };
-            };
-            /** @description Malformed JSON, or invalid fields, path or query parameters (`validation_failed`): `details` names each one */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorEnvelope"];
-                };
-            };
-            /** @description Missing, malformed, unknown or revoked API key (`unauthorized`) */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorEnvelope"];
-                };
-            };
-            /** @description The key may not do this (`forbidden`): an admin-only route, or another customer named */
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorEnvelope"];
-                };
-            };
-            /** @description The customer's request rate limit, or its cap on runs in flight, is reached (`rate_limited`); `Retry-After` says when to try again */
-            429: {
-                headers: {
-                    /** @description Seconds to wait before trying again */
-                    "Retry-After"?: number;
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorEnvelope"];
-                };
-            };
-            /** @description The deployment refuses to serve (`misconfigured`, e.g. the development admin key in production), or a part of the platform did not answer (`not_ready`: nothing was changed; retry after `Retry-After`) */
-            503: {
-                headers: {
-                    /** @description Seconds to wait before trying again */
-                    "Retry-After"?: number;
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorEnvelope"];
-                };
-            };
-        };
-    };
     getPricing: {
         parameters: {
             query?: {
@@ -3895,6 +4484,664 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    listAlerts: {
+        parameters: {
+            query?: {
+                kind?: string;
+                /** @description Degradation alerts only: firing or resolved */
+                state?: "firing" | "resolved";
+                /** @description Page size (max 500) */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Alerts */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        alerts: components["schemas"]["Alert"][];
+                    };
+                };
+            };
+            /** @description Malformed JSON, or invalid fields, path or query parameters (`validation_failed`): `details` names each one */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Missing, malformed, unknown or revoked API key (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The customer's request rate limit, or its cap on runs in flight, is reached (`rate_limited`); `Retry-After` says when to try again */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The deployment refuses to serve (`misconfigured`, e.g. the development admin key in production), or a part of the platform did not answer (`not_ready`: nothing was changed; retry after `Retry-After`) */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    getRunMetrics: {
+        parameters: {
+            query?: {
+                /** @description Default: 7 days before `to`; widened to the hour (rollups are hourly) */
+                from?: string;
+                /** @description Exclusive; default now, widened to the end of its hour */
+                to?: string;
+                /** @description UTC buckets (weeks start on Monday); default day */
+                bucket?: "hour" | "day" | "week" | "month";
+                groupBy?: "customer" | "project" | "runType" | "pool";
+                /** @description Admin: one customer only; a customer key may name only itself */
+                customerId?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The figures per bucket (and group), and their totals */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunMetrics"];
+                };
+            };
+            /** @description Malformed JSON, or invalid fields, path or query parameters (`validation_failed`): `details` names each one */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Missing, malformed, unknown or revoked API key (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Not found, or another customer's (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The customer's request rate limit, or its cap on runs in flight, is reached (`rate_limited`); `Retry-After` says when to try again */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The deployment refuses to serve (`misconfigured`, e.g. the development admin key in production), or a part of the platform did not answer (`not_ready`: nothing was changed; retry after `Retry-After`) */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    getCostMetrics: {
+        parameters: {
+            query?: {
+                /** @description Default: 7 days before `to`; widened to the hour (rollups are hourly) */
+                from?: string;
+                /** @description Exclusive; default now, widened to the end of its hour */
+                to?: string;
+                /** @description UTC buckets (weeks start on Monday); default day */
+                bucket?: "hour" | "day" | "week" | "month";
+                groupBy?: "customer" | "project" | "runType" | "pool" | "model";
+                /** @description Admin: one customer only; a customer key may name only itself */
+                customerId?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The figures per bucket (and group), and their totals */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CostMetrics"];
+                };
+            };
+            /** @description Malformed JSON, or invalid fields, path or query parameters (`validation_failed`): `details` names each one */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Missing, malformed, unknown or revoked API key (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Not found, or another customer's (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The customer's request rate limit, or its cap on runs in flight, is reached (`rate_limited`); `Retry-After` says when to try again */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The deployment refuses to serve (`misconfigured`, e.g. the development admin key in production), or a part of the platform did not answer (`not_ready`: nothing was changed; retry after `Retry-After`) */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    getQueueMetrics: {
+        parameters: {
+            query?: {
+                /** @description Default: 7 days before `to`; widened to the hour (rollups are hourly) */
+                from?: string;
+                /** @description Exclusive; default now, widened to the end of its hour */
+                to?: string;
+                /** @description UTC buckets (weeks start on Monday); default day */
+                bucket?: "hour" | "day" | "week" | "month";
+                groupBy?: "pool";
+                /** @description Admin: one customer only; a customer key may name only itself */
+                customerId?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The figures per bucket (and group), and their totals */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["QueueMetrics"];
+                };
+            };
+            /** @description Malformed JSON, or invalid fields, path or query parameters (`validation_failed`): `details` names each one */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Missing, malformed, unknown or revoked API key (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Not found, or another customer's (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The customer's request rate limit, or its cap on runs in flight, is reached (`rate_limited`); `Retry-After` says when to try again */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The deployment refuses to serve (`misconfigured`, e.g. the development admin key in production), or a part of the platform did not answer (`not_ready`: nothing was changed; retry after `Retry-After`) */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    getWorkerMetrics: {
+        parameters: {
+            query?: {
+                /** @description Default: 7 days before `to`; widened to the hour (rollups are hourly) */
+                from?: string;
+                /** @description Exclusive; default now, widened to the end of its hour */
+                to?: string;
+                /** @description UTC buckets (weeks start on Monday); default day */
+                bucket?: "hour" | "day" | "week" | "month";
+                groupBy?: "customer" | "project" | "runType" | "pool";
+                /** @description Admin: one customer only; a customer key may name only itself */
+                customerId?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The figures per bucket (and group), and their totals */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WorkerMetrics"];
+                };
+            };
+            /** @description Malformed JSON, or invalid fields, path or query parameters (`validation_failed`): `details` names each one */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Missing, malformed, unknown or revoked API key (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Not found, or another customer's (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The customer's request rate limit, or its cap on runs in flight, is reached (`rate_limited`); `Retry-After` says when to try again */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The deployment refuses to serve (`misconfigured`, e.g. the development admin key in production), or a part of the platform did not answer (`not_ready`: nothing was changed; retry after `Retry-After`) */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    getApiMetrics: {
+        parameters: {
+            query?: {
+                /** @description Default: 7 days before `to`; widened to the hour (rollups are hourly) */
+                from?: string;
+                /** @description Exclusive; default now, widened to the end of its hour */
+                to?: string;
+                /** @description UTC buckets (weeks start on Monday); default day */
+                bucket?: "hour" | "day" | "week" | "month";
+                groupBy?: "route" | "customer";
+                /** @description Admin: one customer only; a customer key may name only itself */
+                customerId?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The figures per bucket (and group), and their totals */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiMetrics"];
+                };
+            };
+            /** @description Malformed JSON, or invalid fields, path or query parameters (`validation_failed`): `details` names each one */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Missing, malformed, unknown or revoked API key (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Not found, or another customer's (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The customer's request rate limit, or its cap on runs in flight, is reached (`rate_limited`); `Retry-After` says when to try again */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The deployment refuses to serve (`misconfigured`, e.g. the development admin key in production), or a part of the platform did not answer (`not_ready`: nothing was changed; retry after `Retry-After`) */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    getReliabilityMetrics: {
+        parameters: {
+            query?: {
+                /** @description Default: 7 days before `to`; widened to the hour (rollups are hourly) */
+                from?: string;
+                /** @description Exclusive; default now, widened to the end of its hour */
+                to?: string;
+                /** @description UTC buckets (weeks start on Monday); default day */
+                bucket?: "hour" | "day" | "week" | "month";
+                groupBy?: "customer" | "project" | "runType" | "pool";
+                /** @description Admin: one customer only; a customer key may name only itself */
+                customerId?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The figures per bucket (and group), and their totals */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReliabilityMetrics"];
+                };
+            };
+            /** @description Malformed JSON, or invalid fields, path or query parameters (`validation_failed`): `details` names each one */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Missing, malformed, unknown or revoked API key (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Not found, or another customer's (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The customer's request rate limit, or its cap on runs in flight, is reached (`rate_limited`); `Retry-After` says when to try again */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The deployment refuses to serve (`misconfigured`, e.g. the development admin key in production), or a part of the platform did not answer (`not_ready`: nothing was changed; retry after `Retry-After`) */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    getCostDrivers: {
+        parameters: {
+            query?: {
+                /** @description Default: 7 days before `to` */
+                from?: string;
+                /** @description Exclusive; default now */
+                to?: string;
+                /** @description Drivers listed per dimension */
+                limit?: number;
+                customerId?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The drivers */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CostDrivers"];
+                };
+            };
+            /** @description Malformed JSON, or invalid fields, path or query parameters (`validation_failed`): `details` names each one */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Missing, malformed, unknown or revoked API key (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Not found, or another customer's (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The customer's request rate limit, or its cap on runs in flight, is reached (`rate_limited`); `Retry-After` says when to try again */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The deployment refuses to serve (`misconfigured`, e.g. the development admin key in production), or a part of the platform did not answer (`not_ready`: nothing was changed; retry after `Retry-After`) */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    getOpenMetrics: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Runs by status, steps, retries, DLQ size, queue depth, in flight, desired concurrency, spend (nano-USD), API requests, uptime */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/openmetrics-text": string;
+                    "text/plain": string;
+                };
+            };
+            /** @description Missing, malformed, unknown or revoked API key (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The key may not do this (`forbidden`): an admin-only route, or another customer named */
+            403: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {

@@ -103,19 +103,6 @@ const discard = createRoute({
   responses: { 204: { description: "Discarded" }, ...errors(400, 401, 403, 404, 409, 413, 429, 503) },
 });
 
-const alerts = createRoute({
-  method: "get",
-  path: "/v1/alerts",
-  operationId: "listAlerts",
-  tags: ["alerts"],
-  summary: "Alerts, newest first (admin)",
-  description: "Dead-lettered runs, budget thresholds, ledger mismatches; `kind` picks one kind.",
-  security: bearer,
-  middleware: adminOnly,
-  request: { query: z.object({ kind: z.string().max(64).optional(), limit: PageQuery.limit }) },
-  responses: { 200: json(z.object({ alerts: z.array(z.record(z.string(), z.unknown())) }), "Alerts"), ...errors(400, 401, 403, 429, 503) },
-});
-
 export function registerDlq(app: App) {
   app.openapi(list, async (c) => {
     const { limit, cursor, ...filter } = c.req.valid("query");
@@ -127,9 +114,5 @@ export function registerDlq(app: App) {
   app.openapi(discard, async (c) => {
     await c.get("services").dlq.discard(c.req.valid("param").id);
     return c.body(null, 204);
-  });
-  app.openapi(alerts, async (c) => {
-    const { kind, limit } = c.req.valid("query");
-    return c.json({ alerts: await c.get("services").dlq.alerts(limit, kind) }, 200);
   });
 }

@@ -1,0 +1,28 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import type { App } from "../context";
+import { ERRORS, bearer, json } from "../openapi";
+import { ReliabilityFigures, metricsEnvelope, metricsQuery, Percentiles } from "../metrics-schemas";
+
+const GROUPS = ["customer", "project", "runType", "pool"] as const;
+
+const route = createRoute({
+  method: "get",
+  path: "/v1/metrics/reliability",
+  operationId: "getReliabilityMetrics",
+  tags: ["metrics"],
+  summary: "Control-plane uptime (a probe each minute), run failure rate, worker error rate, retry rate, API error rate, dead letters",
+  security: bearer,
+  request: { query: metricsQuery(GROUPS) },
+  responses: {
+    200: json(metricsEnvelope("ReliabilityMetrics", ReliabilityFigures, GROUPS, { notes: z.record(z.string(), z.string()) }), "The figures per bucket (and group), and their totals"),
+    400: ERRORS[400],
+    401: ERRORS[401],
+    404: ERRORS[404],
+    429: ERRORS[429],
+    503: ERRORS[503],
+  },
+});
+
+export function registerReliabilityMetrics(app: App) {
+  app.openapi(route, async (c) => c.json(await c.get("services").metrics.reliability(c.get("principal"), c.req.valid("query")), 200));
+}
