@@ -1,0 +1,78 @@
+/**
+ * Runplane's components as the capacity model sees them, each with what one step costs it and
+ * its published ceiling. The per-step figures are `npm run bench`'s counts at 5 steps per run
+ * (docs/benchmarks.md, "Issue 10, second part"); the ceilings are Cloudflare's published limits.
+ */
+import type { Component } from "./model";
+
+const DO_LIMITS = "developers.cloudflare.com/durable-objects/platform/limits (FAQ): soft limit of 1,000 requests/s per object";
+const QUEUE_LIMITS = "developers.cloudflare.com/queues/platform/limits: 5,000 messages/s per queue";
+const D1_LIMITS = "developers.cloudflare.com/d1/platform/limits (FAQ): one database runs one query at a time; at 1 ms a query, about 1,000 queries/s";
+
+/** D1 bytes one 5-step run keeps (its index row and 5 attempt rows, with their indexes), measured on the schema's SQLite. */
+export const D1_BYTES_PER_RUN = 1_183;
+/** D1's maximum database size (Workers Paid). */
+export const D1_DATABASE_BYTES = 10e9;
+
+export const COMPONENTS: Component[] = [
+  {
+    name: "run objects (one per run)",
+    unit: "requests/s",
+    perStep: 1.4,
+    measured: "bench: 7 of the 10 DO requests per 5-step run (create, start, 5 completes)",
+    ceiling: 1_000,
+    source: DO_LIMITS,
+    shardedBy: "run",
+    shards: 1,
+  },
+  {
+    name: "customer ledger",
+    unit: "requests/s",
+    perStep: 0.4,
+    measured: "bench: admission and one cost delivery per run",
+    ceiling: 1_000,
+    source: DO_LIMITS,
+    shardedBy: "customer",
+    shards: 1,
+  },
+  {
+    name: "rate limiter",
+    unit: "requests/s",
+    perStep: 0.2,
+    measured: "bench: one token per API request (one POST per run)",
+    ceiling: 1_000,
+    source: DO_LIMITS,
+    shardedBy: "customer",
+    shards: 1,
+  },
+  {
+    name: "job queue (per pool)",
+    unit: "messages/s",
+    perStep: 0.2,
+    measured: "bench: one dispatch per run (later steps carried on inline)",
+    ceiling: 5_000,
+    source: QUEUE_LIMITS,
+    shardedBy: "pool",
+    shards: 1,
+  },
+  {
+    name: "events queue",
+    unit: "messages/s",
+    perStep: 0.4,
+    measured: "bench: the run's final index update and the ledger's cost rollup",
+    ceiling: 5_000,
+    source: QUEUE_LIMITS,
+    shardedBy: "global",
+    shards: 1,
+  },
+  {
+    name: "D1 writes",
+    unit: "queries/s",
+    perStep: 1.7,
+    measured: "events consumer: per 5-step run one run upsert, 5 attempt upserts, 1–2 rollup upserts, and the API's index insert ≈ 8.5 statements",
+    ceiling: 1_000,
+    source: D1_LIMITS,
+    shardedBy: "global",
+    shards: 1,
+  },
+];
