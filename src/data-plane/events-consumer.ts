@@ -9,6 +9,7 @@
 import { errorMessage, log } from "../lib/log";
 import { countD1, countUsage } from "../lib/usage";
 import { writeRollups } from "../services/costs-service";
+import { indexStatements } from "./index-writes";
 import { deliverAlert, recordAlert } from "../services/dead-letters";
 import { recordDeadEvent } from "../services/dead-events";
 import { apiSampleStatement, DirtyHours, poolSampleStatement, probeStatement } from "../services/metrics-ingest";
@@ -100,40 +101,7 @@ async function writeEffects(env: Env, effects: Effects) {
     dirty.mark("runs", run.createdAt);
     for (const a of attempts) dirty.mark("attempts", a.startedAt);
   }
-  for (const { run, attempts } of effects.runs.values()) {
-    statements.push(
-      env.DB.prepare(
-        `INSERT INTO runs (id, customer_id, project_id, run_type, pool, priority, status, created_at, started_at, finished_at,
-           duration_ms, failure_type, failed_step, idempotency_key, version, updated_at, due_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
-         ON CONFLICT(id) DO UPDATE SET status = excluded.status, started_at = excluded.started_at,
-           finished_at = excluded.finished_at, duration_ms = excluded.duration_ms, failure_type = excluded.failure_type,
-           failed_step = excluded.failed_step, version = excluded.version, updated_at = excluded.updated_at,
-           due_at = CASE WHEN excluded.status = 'failed' AND EXISTS (SELECT 1 FROM dlq_entries d WHERE d.run_id = excluded.id AND d.dead_at >= excluded.finished_at - 60000)
-                         THEN NULL ELSE excluded.due_at END
-         WHERE excluded.version > runs.version`,
-      ).bind(
-        run.id, run.customerId, run.projectId, run.runType, run.pool, run.priority, run.status, run.createdAt, run.startedAt,
-        run.finishedAt, run.startedAt !== null && run.finishedAt !== null ? run.finishedAt - run.startedAt : null,
-        run.failureType, run.failedStep, run.idempotencyKey, run.version, now, run.dueAt ?? null,
-      ),
-    );
-    for (const a of attempts) {
-      statements.push(
-        env.DB.prepare(
-          `INSERT INTO step_attempts (run_id, step_index, attempt, step, step_type, customer_id, project_id, run_type, pool, status,
-             failure_type, failure_message, started_at, finished_at, duration_ms)
-           VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
-           ON CONFLICT(run_id, step_index, attempt) DO UPDATE SET status = excluded.status, failure_type = excluded.failure_type,
-             failure_message = excluded.failure_message, finished_at = excluded.finished_at, duration_ms = excluded.duration_ms
-           WHERE step_attempts.status = 'running'`,
-        ).bind(
-          run.id, a.stepIndex, a.attempt, a.step, a.stepType, run.customerId, run.projectId, run.runType, run.pool, a.status,
-          a.failureType, a.failureMessage, a.startedAt, a.finishedAt, a.finishedAt === null ? null : a.finishedAt - a.startedAt,
-        ),
-      );
-    }
-  }
+  statements.push(...indexStatements(env.DB, effects.runs.values(), now));
   if (statements.length === 0) return;
   // The marks ride in the same batch (one transaction) as the rows they are about.
   statements.push(...dirty.statements(env.DB, now));

@@ -12,6 +12,7 @@ import { HOUR_MS, hourOf } from "../domain/cost-records";
 import { divideHalfEven, nanoJson, nanoToUsdString, usdToNano } from "../domain/money";
 import type { RunRollup } from "../data-plane/messages";
 import { countD1 } from "../lib/usage";
+import { jsonChunks, selectFromJson } from "../db/json-rows";
 
 export const COST_GROUPS = ["customer", "project", "runType", "model", "pool"] as const;
 export type CostGroup = (typeof COST_GROUPS)[number];
@@ -141,7 +142,9 @@ const ROLLUP_COLUMNS = [
   "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens", "ai_nano_usd", "infra_nano_usd", "nano_usd",
   "attempts", "lines", "price_versions", "version", "updated_at", "first_hour",
 ] as const;
-const ROLLUP_UPSERT = `INSERT INTO cost_rollups (${ROLLUP_COLUMNS.join(", ")}) VALUES (${ROLLUP_COLUMNS.map((_, i) => `?${i + 1}`).join(", ")})
+// One statement per batch (src/db/json-rows.ts); `WHERE true` keeps SQLite from reading ON CONFLICT as the SELECT's.
+const ROLLUP_UPSERT = `INSERT INTO cost_rollups (${ROLLUP_COLUMNS.join(", ")})
+  SELECT ${selectFromJson(ROLLUP_COLUMNS)} FROM json_each(?1) WHERE true
   ON CONFLICT (hour, customer_id, run_id, model, part) DO UPDATE SET
     ${ROLLUP_COLUMNS.slice(5).map((c) => `${c} = excluded.${c}`).join(", ")}
   WHERE excluded.version > cost_rollups.version`;
@@ -156,18 +159,17 @@ const STATEMENTS_PER_BATCH = 100;
  */
 export async function writeRollups(db: D1Database, rollups: readonly RunRollup[], after: readonly D1PreparedStatement[] = []): Promise<void> {
   const now = Date.now();
-  const statements = rollups.flatMap((r) => {
+  const rows = rollups.flatMap((r) => {
     // A rollup holds all of its run's rows: the first hour of each model is where cost per run counts the run.
     const firstHour = new Map<string, number>();
     for (const row of r.rows) firstHour.set(row.model, Math.min(firstHour.get(row.model) ?? row.hour, row.hour));
-    return r.rows.map((row) =>
-      db.prepare(ROLLUP_UPSERT).bind(
-        row.hour, r.customerId, r.runId, row.model, row.part, r.projectId, r.runType, r.pool,
-        row.inputTokens, row.cachedInputTokens, row.outputTokens, row.reasoningTokens, row.aiNanoUsd, row.infraNanoUsd, row.nanoUsd,
-        row.attempts, JSON.stringify(row.lines), row.priceVersions.join(","), r.version, now, firstHour.get(row.model)!,
-      ),
-    );
+    return r.rows.map((row) => [
+      row.hour, r.customerId, r.runId, row.model, row.part, r.projectId, r.runType, r.pool,
+      row.inputTokens, row.cachedInputTokens, row.outputTokens, row.reasoningTokens, row.aiNanoUsd, row.infraNanoUsd, row.nanoUsd,
+      row.attempts, JSON.stringify(row.lines), row.priceVersions.join(","), r.version, now, firstHour.get(row.model)!,
+    ]);
   });
+  const statements = jsonChunks(rows).map((chunk) => db.prepare(ROLLUP_UPSERT).bind(chunk));
   // `after` (the metrics' dirty marks) rides in the last batch: with the rows it is about, never before them.
   statements.push(...after);
   for (let i = 0; i < statements.length; i += STATEMENTS_PER_BATCH) countD1(await db.batch(statements.slice(i, i + STATEMENTS_PER_BATCH)));

@@ -25,9 +25,9 @@ describe("capacity model", () => {
     expect(componentLoad(byName("run objects"), workload(100_000)).utilization).toBeLessThan(0.1);
   });
 
-  it("names D1's writes as the first ceiling of today's configuration, at 1,000 ÷ 1.7 steps/s", () => {
+  it("names D1's writes as the first ceiling of today's configuration, at 1,000 ÷ 0.22 steps/s", () => {
     const first = firstBottleneck(COMPONENTS, workload(0));
     expect(first.name).toBe("D1 writes");
-    expect(first.stepsPerSecond).toBeCloseTo(588, 0);
+    expect(first.stepsPerSecond).toBeCloseTo(4545, 0);
   });
 });
