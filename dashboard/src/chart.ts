@@ -21,6 +21,8 @@ export interface ChartSpec {
   /** Formats the y axis and the legend's values. */
   format?: (value: number) => string;
   height?: number;
+  /** The time range shown (Unix seconds), e.g. the range the API was asked for; default: the data's. */
+  span?: [number, number];
 }
 
 const live = new Set<uPlot>();
@@ -56,7 +58,8 @@ export function chart(spec: ChartSpec): { figure: HTMLElement; update: (times: n
     ],
     // The y axis is as wide as its longest label (dollar amounts with six decimals are long).
     axes: [{}, { values: (_u, ticks) => ticks.map(format), size: (_u, values) => 16 + 7 * Math.max(3, ...(values ?? []).map((v) => String(v).length)) }],
-    scales: { x: { time: true }, y: { range: (_u, min, max) => [Math.min(0, min), max > 0 ? max * 1.1 : 1] } },
+    // A lone point would otherwise get uPlot's default range of years around it.
+    scales: { x: { time: true, range: (_u, min, max) => spec.span ?? (min === max ? [min - 300, max + 300] : [min, max]) }, y: { range: (_u, min, max) => [Math.min(0, min), max > 0 ? max * 1.1 : 1] } },
     cursor: { drag: { x: false, y: false } },
     hooks: { draw: [() => figure.setAttribute("data-drawn", "true")] },
   };

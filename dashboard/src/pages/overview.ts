@@ -22,6 +22,8 @@ export const tryItHint = () =>
 export async function overviewPage(ctx: PageContext) {
   const { client } = ctx.session;
   const query = { ...hourRange(OVERVIEW_HOURS), bucket: "hour" as const };
+  // Every chart of the page spans the range asked for, its last bucket included.
+  const span: [number, number] = [seconds(query.from), seconds(query.to) - 3600];
   const init = { params: { query }, signal: ctx.signal };
   const [runs, costs, queues, reliability] = await Promise.all([
     settle(client.GET("/v1/metrics/runs", init)),
@@ -39,7 +41,7 @@ export async function overviewPage(ctx: PageContext) {
     const t = runs.totals;
     tiles.append(stat("Runs", String(t.runs), "runs"), stat("Success rate", percent(t.successRate), "success-rate"), stat("p95 duration", ms(t.durationMs.p95), "p95"));
     if (t.runs === 0) runsCard.append(emptyState("No runs yet in the last 24 hours.", tryItHint()));
-    else runsCard.append(runsChart(runs));
+    else runsCard.append(runsChart(runs, span));
   }
 
   const costCard = card("Cost trend");
@@ -62,6 +64,7 @@ export async function overviewPage(ctx: PageContext) {
               { label: "infrastructure", values: costs.series.map((s) => nanoToUsd(s.infraNanoUsd)), color: "#16a085" },
             ],
             format: (v) => `$${v.toFixed(v < 0.01 ? 6 : 2)}`,
+            span,
           }).figure,
           h(
             "div",
@@ -97,6 +100,7 @@ export async function overviewPage(ctx: PageContext) {
             { label: "depth (max)", values: buckets.map((b) => sum(b, (s) => s.depth?.max)), color: "#2f6fdf" },
             { label: "DLQ size (max)", values: buckets.map((b) => sum(b, (s) => s.dlqSize?.max)), color: "#c0392b" },
           ],
+          span,
         }).figure,
       );
     }
@@ -123,7 +127,7 @@ export async function overviewPage(ctx: PageContext) {
   ctx.main.append(h("div", { class: "grid" }, runsCard, costCard, queueCard, reliabilityCard));
 }
 
-function runsChart(runs: Schemas["RunMetrics"]): HTMLElement {
+function runsChart(runs: Schemas["RunMetrics"], span: [number, number]): HTMLElement {
   const times = runs.series.map((s) => seconds(s.bucket));
   const { figure } = chart({
     id: "runs-per-hour",
@@ -135,6 +139,7 @@ function runsChart(runs: Schemas["RunMetrics"]): HTMLElement {
       { label: "cancelled", values: runs.series.map((s) => s.cancelled), color: "#7f8c8d" },
       { label: "unfinished", values: runs.series.map((s) => s.unfinished), color: "#2f6fdf" },
     ],
+    span,
   });
   const t = runs.totals;
   return h(

@@ -5,7 +5,7 @@
 // generated document lacks it. The types below take the generated ones as soon as they exist
 // (regenerate the client and they apply by themselves); until then they are API.md's contract,
 // and the calls go through callUndocumented. A deployment without the API shows its 404.
-import type { Schemas } from "@runplane/client";
+import { RunplaneError, type Schemas } from "@runplane/client";
 import { chart, seconds } from "../chart";
 import type { PageContext } from "../main";
 import { callUndocumented } from "../session";
@@ -31,6 +31,8 @@ export async function poolsPage(ctx: PageContext) {
     ({ pools } = await callUndocumented<{ pools: Pool[] }>(ctx.session, "GET", "/v1/pools"));
   } catch (err) {
     ctx.main.append(errorBox(err));
+    if (err instanceof RunplaneError && err.status === 404)
+      ctx.main.append(emptyState("This deployment has no pools API yet.", "Pool depth and in-flight work are on the Overview's live chart meanwhile (from GET /metrics)."));
     return;
   }
   if (pools.length === 0) {
