@@ -2,7 +2,7 @@
 // playwright-core) against a seeded local runtime. Every request the page makes must stay on
 // the runtime's origin, no console error may appear, and each page leaves a screenshot in
 // test-results/dashboard/.
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
@@ -134,6 +134,16 @@ describe("the dashboard, served by the Worker", () => {
     expect(weight.scriptsAndStylesGzipBytes).toBeLessThanOrEqual(PAGE_WEIGHT_BUDGET_BYTES);
   });
 
+  it("imports nothing from src/: the dashboard reaches the platform only over HTTP, through the client", () => {
+    const dir = path.join(import.meta.dirname, "..", "..", "dashboard", "src");
+    const files = readdirSync(dir, { recursive: true, encoding: "utf8" }).filter((f) => f.endsWith(".ts"));
+    expect(files.length).toBeGreaterThan(5);
+    for (const file of files) {
+      const imports = [...readFileSync(path.join(dir, file), "utf8").matchAll(/from\s+"([^"]+)"/g)].map((m) => m[1]!);
+      for (const spec of imports) expect(spec, `${file} imports ${spec}`).toMatch(/^(\.\/|\.\.\/(?!\.\.)|@runplane\/client$|uplot$)/);
+    }
+  });
+
   it("shows the API's message for a wrong key", async () => {
     const w = await open(undefined, [{ path: "/v1/customers", status: 401 }]);
     await w.page.goto(`${rt.base}/dashboard/`);
@@ -247,6 +257,8 @@ describe("the dashboard, served by the Worker", () => {
     const { page } = w;
     await signIn(page, ADMIN_KEY);
     await visit(page, "#/pools", "pools");
+    // An idle pool has no samples in its series: the first live poll draws the first point.
+    await page.locator(`figure[data-chart="pool-${pool.name}"][data-samples]`).waitFor({ timeout: 15_000 });
     expect(await seriesPixels(page, `pool-${pool.name}`, [0x2e, 0x85, 0x40])).toBeGreaterThan(0);
     const form = page.getByRole("form", { name: `Scaling policy of ${pool.name}` });
     const next = pool.policy.maxConcurrency + 1;

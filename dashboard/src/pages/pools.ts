@@ -106,6 +106,7 @@ async function poolCard(ctx: PageContext, initial: Pool): Promise<HTMLElement> {
       inFlight.push(pool.inFlight);
       desired.push(pool.desiredConcurrency);
       update(times, [depth, inFlight, desired]);
+      figure.setAttribute("data-samples", String(times.length));
       showFigures(pool);
       if (pool.recentDecisions.length) showDecisions(pool.recentDecisions);
       problem.textContent = "";
