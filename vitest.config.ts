@@ -1,6 +1,6 @@
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-pool-workers";
 import path from "node:path";
-import { defineConfig } from "vitest/config";
+import { configDefaults, defineConfig } from "vitest/config";
 
 const migrations = await readD1Migrations(path.join(import.meta.dirname, "migrations"));
 
@@ -38,6 +38,8 @@ export default defineConfig({
   ],
   test: {
     setupFiles: ["./test/setup.ts"],
+    // The browser tests drive Chromium from Node against a local runtime: vitest.browser.config.ts.
+    exclude: [...configDefaults.exclude, "test/browser/**"],
     testTimeout: 30_000,
     // Structured logs of passing tests are noise; a failing test still shows its logs.
     silent: "passed-only",

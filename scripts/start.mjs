@@ -10,6 +10,7 @@
 //   5. runs the sample run types once (one of them fails on purpose, for the DLQ), fires the
 //      minute cron (wrangler dev fires none by itself) and prints what the costs and metrics
 //      APIs report
+//   (before 2, it builds the dashboard and /docs into dashboard/dist: the Worker's static assets)
 //   6. prints the URLs, keys and ready-to-paste curl commands
 //   7. fires the cron once a minute, as Cloudflare would (reconcilers, retention, metrics:
 //      samples, uptime probe, rollups, degradation alerts), until Ctrl-C / SIGTERM (forwarded
@@ -142,6 +143,13 @@ function ensureDevVars() {
     say(red(`warning: .dev.vars sets RUNPLANE_ENV=${vars.RUNPLANE_ENV ?? "(unset)"}; the API may refuse the dev admin key unless it is "development"`));
   }
   return vars;
+}
+
+/** The dashboard and /docs are static assets of the Worker: built before wrangler serves them. */
+async function buildDashboard() {
+  const { buildAssets } = await import("../dashboard/build.mjs");
+  const weight = await buildAssets();
+  say(`built the dashboard (dashboard/dist): ${(weight.scriptsAndStylesGzipBytes / 1024).toFixed(1)} KB of JS+CSS gzipped`);
 }
 
 async function applyMigrations() {
@@ -378,7 +386,8 @@ function banner(adminKey, demo) {
     green(bold("  Runplane is running locally (offline: wrangler dev --local)")),
     green(line),
     `  Base URL        ${bold(u)}`,
-    `  API docs        ${u}/docs`,
+    `  Dashboard       ${bold(`${u}/dashboard/`)}   ${dim("(sign in with the admin key or the demo key)")}`,
+    `  API docs        ${u}/docs/`,
     `  OpenAPI         ${u}/openapi.json`,
     `  Admin key       ${bold(adminKey)}   ${dim("(from .dev.vars)")}`,
     `  Demo customer   ${bold(demo.customerId)}`,
@@ -576,6 +585,7 @@ async function main() {
   Runplane = await import("../clients/typescript/src/index.ts");
   const vars = ensureDevVars();
   await assertPortFree();
+  await buildDashboard();
   await applyMigrations();
   const child = startWrangler();
   await waitForHealth(child);

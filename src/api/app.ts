@@ -1,5 +1,4 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
-import { swaggerUI } from "@hono/swagger-ui";
 import { HTTPException } from "hono/http-exception";
 import type { MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
@@ -144,7 +143,10 @@ export function createApp() {
     // Where `npm start` serves it (scripts/start.mjs, PORT defaults to 8787); a deployment has its own.
     servers: [{ url: "http://127.0.0.1:8787", description: "Local: npm start (wrangler dev --local)" }],
   });
-  app.get("/docs", swaggerUI({ url: "/openapi.json" }));
+  // /docs/ (Swagger UI) and /dashboard/ are the Worker's static assets (wrangler.toml [assets]);
+  // /docs without its slash is answered here too, for a deployment that routes it to the Worker.
+  app.get("/docs", (c) => c.redirect("/docs/", 308));
+  app.get("/dashboard", (c) => c.redirect("/dashboard/", 308));
 
   app.notFound((c) => c.json(errorBody(c, new ApiError("not_found", `no route for ${c.req.method} ${new URL(c.req.url).pathname}`)), 404));
 
