@@ -51,7 +51,7 @@ import { sqlHelper } from "../sql";
 import { CostDelivery } from "./cost-delivery";
 import { CostJournal } from "./cost-journal";
 import { RunEffects } from "./effects";
-import { attemptRecord, creationRecord, QUEUE_OPERATIONS_PER_MESSAGE, type AttemptMeter } from "./meters";
+import { attemptRecord, creationRecord, POOL_REQUESTS_PER_DISPATCH, POOL_ROWS_PER_DISPATCH, QUEUE_OPERATIONS_PER_MESSAGE, type AttemptMeter } from "./meters";
 import { deadLetterMessage } from "./outbound";
 import {
   CompleteStepInputSchema,
@@ -76,7 +76,11 @@ import { reconcileDueAt, retentionAt, RunAlarm, timerSettings } from "./timers";
 import { snapshotOf } from "./views";
 
 const DEFAULT_LEASE_MS = 30_000;
-const REDISPATCH_MS = 30_000;
+/**
+ * A dispatch is handed to its pool's controller, which delivers it and sends it again when its slot's
+ * lease ends unreported (POOL_SLOT_LEASE_MS): the run's own resend is a backstop, after this long.
+ */
+const REDISPATCH_MS = 600_000;
 /** A hold lapses on its own this long after the attempt's longest possible end. */
 const HOLD_MARGIN_MS = 5 * 60_000;
 
@@ -173,7 +177,8 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     const msg = StartStepInputSchema.parse(input);
     const state = await this.load();
     if (!state) return { ok: false, reason: "unknown_run" };
-    return this.startAttempt(state, msg, { queued: true });
+    // A dispatch its pool's controller handed to a consumer directly came with no queue delivery to bill.
+    return this.startAttempt(state, msg, { queued: msg.handoff !== true, request: true });
   }
 
   async heartbeat(leaseId: string): Promise<{ ok: boolean; reason?: string }> {
@@ -229,6 +234,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
       const next = await this.startAttempt(state, held[0]!, { queued: false });
       if (next.ok || next.reason === "budget_exceeded") return { ok: true, next: next.ok ? next.assignment : null, runStatus: state.status };
     }
+    this.journal.addOverhead({ doRequests: POOL_REQUESTS_PER_DISPATCH * held.length, ledgerRowsWritten: POOL_ROWS_PER_DISPATCH * held.length });
     await this.effects.sendDispatches(state, held);
     return { ok: true, next: null, runStatus: state.status };
   }
@@ -401,7 +407,8 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
    * Starts a dispatched step. Under a hard budget its worst case is held first; a hold the
    * budget cannot take stops the run before the step (budget_exceeded, nothing started).
    */
-  private async startAttempt(state: RunState, msg: Dispatch, options: { queued: boolean }): Promise<StartStepResult> {
+  private async startAttempt(state: RunState, msg: Dispatch, options: { queued: boolean; request?: boolean }): Promise<StartStepResult> {
+    const request = options.request ?? options.queued;
     const refusal = startRefusal(state, msg);
     if (refusal) return { ok: false, reason: refusal };
     let holdId: string | null = null;
@@ -410,7 +417,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
       if (!hold.ok) {
         const stopped = stopForBudget(state, hold.message, this.clock());
         if (stopped.ok) {
-          await this.commit(state, stopped.outcome, { request: options.queued });
+          await this.commit(state, stopped.outcome, { request });
           // The run ended here: what it cost so far goes to the ledger, as at every other end.
           this.costs.soon(state);
         }
@@ -424,7 +431,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
       if (holdId) this.ctx.waitUntil(ledgerStub(this.env as Env, state.def.customerId).release({ holdIds: [holdId] }).catch(() => {}));
       return started;
     }
-    return this.assign(state, started.outcome, { request: options.queued, queuedStart: options.queued, billTo: started.outcome.started!.leaseId, holdId });
+    return this.assign(state, started.outcome, { request, queuedStart: options.queued, billTo: started.outcome.started!.leaseId, holdId });
   }
 
   /** Holds the step's worst case (tokens its type may use, its infrastructure, the overhead allowance) in the ledger. */
@@ -524,9 +531,10 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     if (overhead) {
       const messages = (indexing ? 1 : 0) + outcome.deadLetters.length;
       this.journal.addOverhead({
-        doRequests: options.request && !billTo ? 1 : 0,
+        doRequests: (options.request && !billTo ? 1 : 0) + POOL_REQUESTS_PER_DISPATCH * outcome.dispatches.length,
         queueOperations: messages * QUEUE_OPERATIONS_PER_MESSAGE,
         d1RowsWritten: indexing ? this.effects.indexRows(state) : 0,
+        ledgerRowsWritten: POOL_ROWS_PER_DISPATCH * outcome.dispatches.length,
       });
     }
     try {
@@ -554,7 +562,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
           this.journal.append(attemptRecord(state.def, closed, meter, tokens), options.book ?? null);
         }
         if (options.creation) {
-          this.journal.append(creationRecord(state.def, rows, state.def.budgetLimited ? creationHoldId(state.def.id) : null), options.book ?? null);
+          this.journal.append(creationRecord(state.def, rows, state.def.budgetLimited ? creationHoldId(state.def.id) : null, outcome.dispatches.length), options.book ?? null);
         }
         this.journal.persistState();
       });

@@ -27,6 +27,7 @@ import { registerCosts } from "./routes/costs";
 import { registerPutSecret } from "./routes/secrets-put";
 import { registerDeleteSecret } from "./routes/secrets-delete";
 import { registerListSecrets } from "./routes/secrets-list";
+import { registerPools } from "./routes/pools";
 
 export const MAX_BODY_BYTES = 1024 * 1024;
 
@@ -90,6 +91,7 @@ export function createApp() {
   registerPutSecret(app);
   registerListSecrets(app);
   registerDeleteSecret(app);
+  registerPools(app);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearerAuth", { type: "http", scheme: "bearer" });
   app.doc31("/openapi.json", {

@@ -4,13 +4,20 @@
  * After a checkpoint the run object may hand back the run's next step at once, and the
  * consumer carries on with it (up to INLINE_STEP_LIMIT) instead of sending the run to the
  * back of the queue once per step.
+ *
+ * A message the pool's controller admitted (it names its `shard`) holds one of the pool's slots
+ * for its whole chain: the consumer renews the slot on a long chain (every POOL_SLOT_LEASE_MS / 3)
+ * and reports it done when the chain ends however it ends (acked, refused, paused), with the time
+ * it held the slot. A message retried for a platform fault keeps its slot until it is delivered
+ * again and done, or until the slot's lease ends.
  */
 import { runStub, type ReportResult, type StepAssignment } from "../../durable-objects/run/rpc";
+import { DEFAULT_SLOT_LEASE_MS, poolControllerStub, slotKey } from "../../durable-objects/pool/rpc";
 import type { PoolConfig } from "../config/pools";
 import { errorMessage, log } from "../lib/log";
 import { executeAssignment } from "./execute-step";
 import { acknowledge } from "./acknowledge";
-import { JobMessageSchema } from "./messages";
+import { JobMessageSchema, type JobMessage } from "./messages";
 import { countUsage } from "../lib/usage";
 import { truncateText } from "../lib/text";
 import type { StepResult } from "../steps/step-type";
@@ -30,22 +37,75 @@ async function handleJob(message: Message<unknown>, env: Env, pool: PoolConfig, 
     acknowledge(message);
     return;
   }
-  const job = parsed.data;
+  const since = Date.now();
+  const first = await runChain(parsed.data, env, pool, inlineLimit, { deliveryAttempt: message.attempts, handoff: false, canTake: () => pool.handoff });
+  if (first.retryInSeconds !== null) {
+    message.retry({ delaySeconds: first.retryInSeconds });
+    return;
+  }
+  acknowledge(message);
+  // Chains the pool's controller handed over with the freed slot run here, one after another,
+  // for up to HANDOFF_WINDOW_MS of this invocation: no queue round trip between them.
+  const canTake = () => pool.handoff && Date.now() - since < HANDOFF_WINDOW_MS;
+  let next = first.next;
+  while (next) {
+    const job = next;
+    const chain = await runChain(job, env, pool, inlineLimit, { deliveryAttempt: 1, handoff: true, canTake });
+    next = chain.next;
+    if (chain.retryInSeconds !== null) {
+      // No message of its own to retry: it goes to the queue, on the slot it holds, after the same delay.
+      await pool.jobs(env).send(job, { delaySeconds: chain.retryInSeconds });
+      countUsage("queue_operations");
+    }
+  }
+}
+
+/** A consumer invocation takes handed-over chains for this long after its message arrived; after that they go by the queue. */
+export const HANDOFF_WINDOW_MS = 30_000;
+
+interface ChainOutcome {
+  /** The run object could not be reached: deliver again after this many seconds (the slot stays held). */
+  retryInSeconds: number | null;
+  /** The next admitted dispatch the controller handed over with the freed slot. */
+  next: JobMessage | null;
+}
+
+/**
+ * One dispatch's chain: start the step, run it and every step the run object hands back inline,
+ * then give the slot back to the pool's controller (when the controller admitted it).
+ */
+async function runChain(
+  job: JobMessage,
+  env: Env,
+  pool: PoolConfig,
+  inlineLimit: number,
+  options: { deliveryAttempt: number; handoff: boolean; canTake: () => boolean },
+): Promise<ChainOutcome> {
   const run = runStub(env, job.runId);
+  const slot = job.shard === undefined ? null : { stub: poolControllerStub(env, pool.name, job.shard), where: { pool: pool.name, shard: job.shard, key: slotKey(job.runId, job.stepIndex, job.dispatch) } };
+  const heldSince = Date.now();
+  const slotLeaseMs = Number(env.POOL_SLOT_LEASE_MS) || DEFAULT_SLOT_LEASE_MS;
+  const renewal = slot
+    ? setInterval(() => {
+        slot.stub.renew(slot.where).catch((err) => log("pool.renew_failed", { runId: job.runId, pool: pool.name, error: errorMessage(err) }, "warn"));
+      }, Math.max(1_000, Math.floor(slotLeaseMs / 3)))
+    : null;
+  let carried = 0;
+  let steps = 0;
+  let retryInSeconds: number | null = null;
   try {
-    const start = await run.startStep({ stepIndex: job.stepIndex, dispatch: job.dispatch });
+    const start = await run.startStep({ stepIndex: job.stepIndex, dispatch: job.dispatch, ...(options.handoff ? { handoff: true } : {}) });
     if (!start.ok) {
       // A duplicate delivery, a superseded dispatch or a finished run: nothing to do.
-      log("job.skipped", { runId: job.runId, stepIndex: job.stepIndex, pool: pool.name, reason: start.reason, deliveryAttempt: message.attempts });
-      acknowledge(message);
-      return;
+      log("job.skipped", { runId: job.runId, stepIndex: job.stepIndex, pool: pool.name, reason: start.reason, deliveryAttempt: options.deliveryAttempt });
+      return { retryInSeconds: null, next: await giveBack() };
     }
     let assignment: StepAssignment | null = start.assignment;
-    let carried = 0;
     while (assignment) {
       const fields = { runId: assignment.runId, step: assignment.step.name, attempt: assignment.attempt, pool: pool.name };
       // The run object logs the attempt's outcome (step.succeeded / step.failed) when it records it.
       const result = boundResult(await executeAssignment(assignment, env, run));
+      steps += 1;
       const lease: string = assignment.leaseId;
       const continueInline = carried < inlineLimit;
       // A report is idempotent (its lease guards it): a blip of the run object is ridden out here,
@@ -60,14 +120,28 @@ async function handleJob(message: Message<unknown>, env: Env, pool: PoolConfig, 
       assignment = report.next;
       carried += 1;
     }
-    acknowledge(message);
   } catch (err) {
-    // The run object was unreachable or threw: a platform fault, not the step's. The queue
-    // delivers again after a growing delay (the step's own attempts are not used), and only
-    // after max_retries is the message dead-lettered.
-    const delaySeconds = platformRetryDelaySeconds(message.attempts);
-    log("job.error", { runId: job.runId, stepIndex: job.stepIndex, pool: pool.name, deliveryAttempt: message.attempts, retryInSeconds: delaySeconds, error: errorMessage(err) }, "error");
-    message.retry({ delaySeconds });
+    // The run object was unreachable or threw: a platform fault, not the step's. Delivered again
+    // after a growing delay (the step's own attempts are not used), and only after max_retries is
+    // the message dead-lettered. The slot stays held meanwhile (or until its lease ends).
+    retryInSeconds = platformRetryDelaySeconds(options.deliveryAttempt);
+    log("job.error", { runId: job.runId, stepIndex: job.stepIndex, pool: pool.name, deliveryAttempt: options.deliveryAttempt, retryInSeconds, error: errorMessage(err) }, "error");
+    return { retryInSeconds, next: null };
+  } finally {
+    if (renewal) clearInterval(renewal);
+  }
+  return { retryInSeconds, next: await giveBack() };
+
+  /** The chain is over: its slot goes back to the pool (best effort: an unreported slot comes back when its lease ends). */
+  async function giveBack(): Promise<JobMessage | null> {
+    if (!slot) return null;
+    try {
+      const reply = await slot.stub.done({ ...slot.where, busyMs: Date.now() - heldSince, steps, take: options.canTake() });
+      return reply.next;
+    } catch (err) {
+      log("pool.done_failed", { runId: job.runId, pool: pool.name, error: errorMessage(err) }, "warn");
+      return null;
+    }
   }
 }
 

@@ -3,6 +3,7 @@ import { AuthService } from "./auth-service";
 import { CostsService } from "./costs-service";
 import { CustomersService } from "./customers-service";
 import { DlqService } from "./dlq-service";
+import { PoolsService } from "./pools-service";
 import { PricingService } from "./pricing-service";
 import { RateLimitService } from "./rate-limit-service";
 import { RunTypesService } from "./run-types-service";
@@ -19,6 +20,7 @@ export interface Services {
   costs: CostsService;
   secrets: SecretsService;
   rateLimit: RateLimitService;
+  pools: PoolsService;
 }
 
 /** Built once per request and put on the Hono context: routes use these, never bindings. */
@@ -39,5 +41,6 @@ export function buildServices(env: Env, waitUntil: (work: Promise<unknown>) => v
     costs: new CostsService(env),
     secrets,
     rateLimit,
+    pools: new PoolsService(env, db),
   };
 }
