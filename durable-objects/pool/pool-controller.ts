@@ -217,12 +217,10 @@ export class PoolController extends DurableObject implements PoolControllerApi {
     if (slot) this.free(slot, msg.busyMs);
     this.meter = recordSteps(this.meter, msg.steps);
     this.evaluate(now);
-    // The freed slot's next dispatch goes straight back to this consumer when it can take it.
-    const handed: Running[] = [];
-    await this.release(now, new Set(), msg.take && this.config.handoff ? handed : null);
+    await this.release(now);
     this.sampleIfDue(now);
     await this.armAlarm(now);
-    return { ok: true, known: slot !== undefined, next: handed[0] ? this.message(handed[0]) : null };
+    return { ok: true, known: slot !== undefined };
   }
 
   async renew(input: z.input<typeof SlotInputSchema>): Promise<{ ok: true; known: boolean }> {
@@ -298,8 +296,8 @@ export class PoolController extends DurableObject implements PoolControllerApi {
    * Admits waiting dispatches into free slots, in the fair queue's order, and sends them to the
    * pool's queue. `unsaved` are dispatches of this call that have no waiting row yet.
    */
-  private async release(now: number, unsaved: ReadonlySet<string> = new Set(), handoff: Running[] | null = null): Promise<number> {
-    if (this.sendRetryAt !== null && now < this.sendRetryAt && !handoff) return 0;
+  private async release(now: number, unsaved: ReadonlySet<string> = new Set()): Promise<number> {
+    if (this.sendRetryAt !== null && now < this.sendRetryAt) return 0;
     const taken: { entry: Waiting; charge: number }[] = [];
     while (this.running.size + taken.length < this.desired) {
       const next = this.queue.take(now, this.policy.agingMs, this.policy.scheduling);
@@ -333,17 +331,12 @@ export class PoolController extends DurableObject implements PoolControllerApi {
         slots.map((s) => [s.key, s.runId, s.stepIndex, s.dispatch, s.customerId, s.priority, s.weight, s.enqueuedAt, s.charge, s.releasedAt, s.leaseUntil]),
       );
     });
-    // The first admitted goes to the consumer that asked for it, in the reply; the rest by the queue.
-    if (handoff) handoff.push(...slots.splice(0, 1));
-    if (slots.length === 0) return handoff?.length ?? 0;
     const sent = await this.send(slots.map((s) => this.message(s)));
     if (!sent) {
       // Back in line, uncharged, with their age: nothing was admitted. Tried again shortly.
       this.sendRetryAt = now + SEND_RETRY_MS;
-      const unsent = new Set(slots.map((s) => s.key));
       this.ctx.storage.transactionSync(() => {
         for (const { entry, charge } of taken) {
-          if (!unsent.has(entry.key)) continue;
           if (!this.running.delete(entry.key)) continue;
           this.sql`DELETE FROM running WHERE key = ${entry.key}`;
           this.queue.untake(entry, charge);
@@ -351,9 +344,9 @@ export class PoolController extends DurableObject implements PoolControllerApi {
             VALUES (${entry.key}, ${entry.runId}, ${entry.stepIndex}, ${entry.dispatch}, ${entry.customerId}, ${entry.priority}, ${entry.weight}, ${entry.enqueuedAt})`;
         }
       });
-      return handoff?.length ?? 0;
+      return 0;
     }
-    return slots.length + (handoff?.length ?? 0);
+    return slots.length;
   }
 
   private message(slot: Pick<Running, "runId" | "stepIndex" | "dispatch">): JobMessage {

@@ -33,8 +33,6 @@ export const DoneInputSchema = SlotInputSchema.extend({
   busyMs: z.number().min(0).max(86_400_000),
   /** Steps the chain ran. */
   steps: z.number().int().min(0).max(10_000),
-  /** The consumer can run the pool's next admitted dispatch now, handed over in the reply. */
-  take: z.boolean().default(false),
 });
 export const SetPolicyInputSchema = z.object({ ...Where, policy: ScalingPolicySchema });
 export const WhereSchema = z.object(Where);
@@ -86,10 +84,8 @@ export interface EnqueueReply {
 
 export interface DoneReply {
   ok: true;
-  /** The slot was held (false: already given back, e.g. its lease ended). */
+  /** The slot was held (false: already given back, e.g. its lease ended, or superseded). */
   known: boolean;
-  /** With `take`: the next admitted dispatch, on a slot of its own, for the consumer to run now (no queue message). */
-  next: import("../../src/data-plane/messages").JobMessage | null;
 }
 
 export interface PoolControllerApi {

@@ -46,8 +46,6 @@ export const RunDefinitionSchema = z.object({
 export const StartStepInputSchema = z.object({
   stepIndex: z.number().int().min(0),
   dispatch: z.number().int().min(1),
-  /** Handed to the consumer by its pool's controller with a freed slot, not delivered by the queue. */
-  handoff: z.boolean().optional(),
 });
 
 export const CompleteStepInputSchema = z.object({

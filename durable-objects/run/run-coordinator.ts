@@ -177,8 +177,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     const msg = StartStepInputSchema.parse(input);
     const state = await this.load();
     if (!state) return { ok: false, reason: "unknown_run" };
-    // A dispatch its pool's controller handed to a consumer directly came with no queue delivery to bill.
-    return this.startAttempt(state, msg, { queued: msg.handoff !== true, request: true });
+    return this.startAttempt(state, msg, { queued: true });
   }
 
   async heartbeat(leaseId: string): Promise<{ ok: boolean; reason?: string }> {
@@ -407,8 +406,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
    * Starts a dispatched step. Under a hard budget its worst case is held first; a hold the
    * budget cannot take stops the run before the step (budget_exceeded, nothing started).
    */
-  private async startAttempt(state: RunState, msg: Dispatch, options: { queued: boolean; request?: boolean }): Promise<StartStepResult> {
-    const request = options.request ?? options.queued;
+  private async startAttempt(state: RunState, msg: Dispatch, options: { queued: boolean }): Promise<StartStepResult> {
     const refusal = startRefusal(state, msg);
     if (refusal) return { ok: false, reason: refusal };
     let holdId: string | null = null;
@@ -417,7 +415,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
       if (!hold.ok) {
         const stopped = stopForBudget(state, hold.message, this.clock());
         if (stopped.ok) {
-          await this.commit(state, stopped.outcome, { request });
+          await this.commit(state, stopped.outcome, { request: options.queued });
           // The run ended here: what it cost so far goes to the ledger, as at every other end.
           this.costs.soon(state);
         }
@@ -431,7 +429,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
       if (holdId) this.ctx.waitUntil(ledgerStub(this.env as Env, state.def.customerId).release({ holdIds: [holdId] }).catch(() => {}));
       return started;
     }
-    return this.assign(state, started.outcome, { request, queuedStart: options.queued, billTo: started.outcome.started!.leaseId, holdId });
+    return this.assign(state, started.outcome, { request: options.queued, queuedStart: options.queued, billTo: started.outcome.started!.leaseId, holdId });
   }
 
   /** Holds the step's worst case (tokens its type may use, its infrastructure, the overhead allowance) in the ledger. */

@@ -16,12 +16,7 @@ export interface PoolConfig {
   consumerWorker: string;
   /** The consumer's max_batch_size: how many admitted chains one consumer invocation carries at once. */
   messagesPerInvocation: number;
-  /**
-   * A consumer whose chain ends may be handed the pool's next admitted dispatch in the reply to its
-   * report, and run it at once (no queue round trip). Off where an invocation's CPU limit is the
-   * point (heavy: one chain per invocation).
-   */
-  handoff: boolean;
+
   /** Controller shards (`pool:<name>:<shard>`); a customer always maps to the same one, so fair sharing holds within it. */
   shards: number;
   /** The policy a pool starts with, until PUT /v1/pools/:name/policy replaces it. */
@@ -41,7 +36,6 @@ export const POOLS: Record<string, PoolConfig> = {
     deadLetters: (env) => env.DLQ_STANDARD,
     consumerWorker: "runplane",
     messagesPerInvocation: 100,
-    handoff: true,
     shards: 1,
     defaultPolicy: {
       // A worker per chain: I/O-bound chains wait on the network, not on each other.
@@ -69,7 +63,6 @@ export const POOLS: Record<string, PoolConfig> = {
     deadLetters: (env) => env.DLQ_HEAVY,
     consumerWorker: "runplane-heavy",
     messagesPerInvocation: 1,
-    handoff: false,
     shards: 1,
     defaultPolicy: {
       // CPU-bound: a worker is an expensive instance; two chains per worker before adding one.

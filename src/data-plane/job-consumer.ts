@@ -17,7 +17,7 @@ import type { PoolConfig } from "../config/pools";
 import { errorMessage, log } from "../lib/log";
 import { executeAssignment } from "./execute-step";
 import { acknowledge } from "./acknowledge";
-import { JobMessageSchema, type JobMessage } from "./messages";
+import { JobMessageSchema } from "./messages";
 import { countUsage } from "../lib/usage";
 import { truncateText } from "../lib/text";
 import type { StepResult } from "../steps/step-type";
@@ -37,50 +37,7 @@ async function handleJob(message: Message<unknown>, env: Env, pool: PoolConfig, 
     acknowledge(message);
     return;
   }
-  const since = Date.now();
-  const first = await runChain(parsed.data, env, pool, inlineLimit, { deliveryAttempt: message.attempts, handoff: false, canTake: () => pool.handoff });
-  if (first.retryInSeconds !== null) {
-    message.retry({ delaySeconds: first.retryInSeconds });
-    return;
-  }
-  acknowledge(message);
-  // Chains the pool's controller handed over with the freed slot run here, one after another,
-  // for up to HANDOFF_WINDOW_MS of this invocation: no queue round trip between them.
-  const canTake = () => pool.handoff && Date.now() - since < HANDOFF_WINDOW_MS;
-  let next = first.next;
-  while (next) {
-    const job = next;
-    const chain = await runChain(job, env, pool, inlineLimit, { deliveryAttempt: 1, handoff: true, canTake });
-    next = chain.next;
-    if (chain.retryInSeconds !== null) {
-      // No message of its own to retry: it goes to the queue, on the slot it holds, after the same delay.
-      await pool.jobs(env).send(job, { delaySeconds: chain.retryInSeconds });
-      countUsage("queue_operations");
-    }
-  }
-}
-
-/** A consumer invocation takes handed-over chains for this long after its message arrived; after that they go by the queue. */
-export const HANDOFF_WINDOW_MS = 30_000;
-
-interface ChainOutcome {
-  /** The run object could not be reached: deliver again after this many seconds (the slot stays held). */
-  retryInSeconds: number | null;
-  /** The next admitted dispatch the controller handed over with the freed slot. */
-  next: JobMessage | null;
-}
-
-/**
- * One dispatch's chain: start the step, run it and every step the run object hands back inline,
- * then give the slot back to the pool's controller (when the controller admitted it).
- */
-async function runChain(
-  job: JobMessage,
-  env: Env,
-  pool: PoolConfig,
-  inlineLimit: number,
-  options: { deliveryAttempt: number; handoff: boolean; canTake: () => boolean },
-): Promise<ChainOutcome> {
+  const job = parsed.data;
   const run = runStub(env, job.runId);
   const slot = job.shard === undefined ? null : { stub: poolControllerStub(env, pool.name, job.shard), where: { pool: pool.name, shard: job.shard, key: slotKey(job.runId, job.stepIndex, job.dispatch) } };
   const heldSince = Date.now();
@@ -92,13 +49,14 @@ async function runChain(
     : null;
   let carried = 0;
   let steps = 0;
-  let retryInSeconds: number | null = null;
+  let retried = false;
   try {
-    const start = await run.startStep({ stepIndex: job.stepIndex, dispatch: job.dispatch, ...(options.handoff ? { handoff: true } : {}) });
+    const start = await run.startStep({ stepIndex: job.stepIndex, dispatch: job.dispatch });
     if (!start.ok) {
       // A duplicate delivery, a superseded dispatch or a finished run: nothing to do.
-      log("job.skipped", { runId: job.runId, stepIndex: job.stepIndex, pool: pool.name, reason: start.reason, deliveryAttempt: options.deliveryAttempt });
-      return { retryInSeconds: null, next: await giveBack() };
+      log("job.skipped", { runId: job.runId, stepIndex: job.stepIndex, pool: pool.name, reason: start.reason, deliveryAttempt: message.attempts });
+      acknowledge(message);
+      return;
     }
     let assignment: StepAssignment | null = start.assignment;
     while (assignment) {
@@ -120,27 +78,24 @@ async function runChain(
       assignment = report.next;
       carried += 1;
     }
+    acknowledge(message);
   } catch (err) {
-    // The run object was unreachable or threw: a platform fault, not the step's. Delivered again
-    // after a growing delay (the step's own attempts are not used), and only after max_retries is
-    // the message dead-lettered. The slot stays held meanwhile (or until its lease ends).
-    retryInSeconds = platformRetryDelaySeconds(options.deliveryAttempt);
-    log("job.error", { runId: job.runId, stepIndex: job.stepIndex, pool: pool.name, deliveryAttempt: options.deliveryAttempt, retryInSeconds, error: errorMessage(err) }, "error");
-    return { retryInSeconds, next: null };
+    // The run object was unreachable or threw: a platform fault, not the step's. The queue
+    // delivers again after a growing delay (the step's own attempts are not used), and only
+    // after max_retries is the message dead-lettered. Its slot stays held meanwhile (or until
+    // the slot's lease ends).
+    const delaySeconds = platformRetryDelaySeconds(message.attempts);
+    log("job.error", { runId: job.runId, stepIndex: job.stepIndex, pool: pool.name, deliveryAttempt: message.attempts, retryInSeconds: delaySeconds, error: errorMessage(err) }, "error");
+    message.retry({ delaySeconds });
+    retried = true;
   } finally {
     if (renewal) clearInterval(renewal);
-  }
-  return { retryInSeconds, next: await giveBack() };
-
-  /** The chain is over: its slot goes back to the pool (best effort: an unreported slot comes back when its lease ends). */
-  async function giveBack(): Promise<JobMessage | null> {
-    if (!slot) return null;
-    try {
-      const reply = await slot.stub.done({ ...slot.where, busyMs: Date.now() - heldSince, steps, take: options.canTake() });
-      return reply.next;
-    } catch (err) {
-      log("pool.done_failed", { runId: job.runId, pool: pool.name, error: errorMessage(err) }, "warn");
-      return null;
+    // The chain is over (the message is acked): its slot goes back to the pool. Best effort: an
+    // unreported slot comes back when its lease ends.
+    if (slot && !retried) {
+      await slot.stub
+        .done({ ...slot.where, busyMs: Date.now() - heldSince, steps })
+        .catch((err) => log("pool.done_failed", { runId: job.runId, pool: pool.name, error: errorMessage(err) }, "warn"));
     }
   }
 }

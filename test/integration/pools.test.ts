@@ -276,9 +276,9 @@ describe("the controller's RPCs", () => {
     expect(await stub.status({ pool: "heavy", shard: 0 })).toMatchObject({ inFlight: 1, depth: 0 });
     expect(swallowed.map((m) => m.dispatch)).toEqual([1, 1, 2]);
     expect(swallowed[0]).toEqual({ v: 1, runId: "run_ghost", stepIndex: 0, dispatch: 1, pool: "heavy", shard: 0 });
-    expect(await stub.done({ pool: "heavy", shard: 0, key: "run_ghost:0:1", busyMs: 5, steps: 1 })).toEqual({ ok: true, known: false, next: null });
-    expect(await stub.done({ pool: "heavy", shard: 0, key: "run_ghost:0:2", busyMs: 5, steps: 1 })).toEqual({ ok: true, known: true, next: null });
-    expect(await stub.done({ pool: "heavy", shard: 0, key: "run_ghost:0:2", busyMs: 5, steps: 1 })).toEqual({ ok: true, known: false, next: null });
+    expect(await stub.done({ pool: "heavy", shard: 0, key: "run_ghost:0:1", busyMs: 5, steps: 1 })).toEqual({ ok: true, known: false });
+    expect(await stub.done({ pool: "heavy", shard: 0, key: "run_ghost:0:2", busyMs: 5, steps: 1 })).toEqual({ ok: true, known: true });
+    expect(await stub.done({ pool: "heavy", shard: 0, key: "run_ghost:0:2", busyMs: 5, steps: 1 })).toEqual({ ok: true, known: false });
     expect((await stub.status({ pool: "heavy", shard: 0 })).inFlight).toBe(0);
     // zod at the boundary: a malformed call is refused, and changes nothing.
     await expect(stub.enqueue({ pool: "heavy", shard: 0, dispatches: [{ ...dispatch(3), priority: "urgent" as any }] })).rejects.toThrow();
