@@ -67,6 +67,7 @@ export const POOLS: Record<string, PoolConfig> = {
     deadLetterQueue: "runplane-dlq-heavy",
     jobs: (env) => env.JOBS_HEAVY,
     deadLetters: (env) => env.DLQ_HEAVY,
+    maxConcurrency: 10,
     consumerWorker: "runplane-heavy",
     messagesPerInvocation: 1,
     shards: 1,
