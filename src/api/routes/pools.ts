@@ -1,7 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { App } from "../context";
 import { adminOnly } from "../auth";
-import { ClientName, ERRORS, bearer, json, jsonBody } from "../openapi";
+import { ClientName, bearer, errors, json, jsonBody } from "../openapi";
 import { REQUIRED_POLICY_FIELDS, ScalingPolicyFields } from "../../domain/scaling-policy";
 
 const PolicySchema = ScalingPolicyFields.openapi("PoolPolicy", {
@@ -59,7 +59,9 @@ const list = createRoute({
   summary: "Every pool: depth, in-flight chains, desired concurrency, utilization, processing rate, policy and recent scaling decisions (admin)",
   security: bearer,
   middleware: adminOnly,
-  responses: { 200: json(z.object({ pools: z.array(PoolSchema) }), "The pools"), 401: ERRORS[401], 403: ERRORS[403], 503: ERRORS[503] },
+  // It takes no parameters: one it does not know is a mistake worth naming.
+  request: { query: z.object({}).strict() },
+  responses: { 200: json(z.object({ pools: z.array(PoolSchema) }), "The pools"), ...errors(400, 401, 403, 429, 503) },
 });
 
 const get = createRoute({
@@ -71,7 +73,7 @@ const get = createRoute({
   security: bearer,
   middleware: adminOnly,
   request: { params: Name },
-  responses: { 200: json(z.object({ pool: PoolSchema }), "The pool"), 400: ERRORS[400], 401: ERRORS[401], 403: ERRORS[403], 404: ERRORS[404], 503: ERRORS[503] },
+  responses: { 200: json(z.object({ pool: PoolSchema }), "The pool"), ...errors(400, 401, 403, 404, 429, 503) },
 });
 
 const series = createRoute({
@@ -103,10 +105,7 @@ const series = createRoute({
       }),
       "The series",
     ),
-    400: ERRORS[400],
-    401: ERRORS[401],
-    403: ERRORS[403],
-    404: ERRORS[404],
+    ...errors(400, 401, 403, 404, 429, 503),
   },
 });
 
@@ -121,7 +120,7 @@ const putPolicy = createRoute({
   security: bearer,
   middleware: adminOnly,
   request: { params: Name, ...jsonBody(PolicyBody) },
-  responses: { 200: json(z.object({ pool: PoolSchema }), "The pool under its new policy"), 400: ERRORS[400], 401: ERRORS[401], 403: ERRORS[403], 404: ERRORS[404], 413: ERRORS[413], 503: ERRORS[503] },
+  responses: { 200: json(z.object({ pool: PoolSchema }), "The pool under its new policy"), ...errors(400, 401, 403, 404, 413, 415, 429, 503) },
 });
 
 export function registerPools(app: App) {
