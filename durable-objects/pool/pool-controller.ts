@@ -27,6 +27,7 @@ import { z } from "zod";
 import type { JobMessage } from "../../src/data-plane/messages";
 import { getPool, type PoolConfig } from "../../src/config/pools";
 import { poolConcurrencySamples, poolScalingDecisions } from "../../src/db/schema";
+import { parseOrRefuse } from "../../src/domain/errors";
 import { FairQueue, type QueuedDispatch } from "../../src/domain/fair-queue";
 import { advanceMeter, emptyMeter, PoolMeterSchema, processingRateOf, recordSteps, utilizationOf, type PoolMeter } from "../../src/domain/pool-meter";
 import type { Priority } from "../../src/domain/run-status";
@@ -160,7 +161,7 @@ export class PoolController extends DurableObject implements PoolControllerApi {
 
   async enqueue(input: z.input<typeof EnqueueInputSchema>): Promise<EnqueueReply> {
     countUsage("do_requests");
-    const msg = EnqueueInputSchema.parse(input);
+    const msg = parseOrRefuse(EnqueueInputSchema, input);
     await this.load(msg.pool, msg.shard);
     const now = Date.now();
     this.tick(now);
@@ -209,7 +210,7 @@ export class PoolController extends DurableObject implements PoolControllerApi {
 
   async done(input: z.input<typeof DoneInputSchema>): Promise<DoneReply> {
     countUsage("do_requests");
-    const msg = DoneInputSchema.parse(input);
+    const msg = parseOrRefuse(DoneInputSchema, input);
     await this.load(msg.pool, msg.shard);
     const now = Date.now();
     this.tick(now);
@@ -225,7 +226,7 @@ export class PoolController extends DurableObject implements PoolControllerApi {
 
   async renew(input: z.input<typeof SlotInputSchema>): Promise<{ ok: true; known: boolean }> {
     countUsage("do_requests");
-    const msg = SlotInputSchema.parse(input);
+    const msg = parseOrRefuse(SlotInputSchema, input);
     await this.load(msg.pool, msg.shard);
     const slot = this.running.get(msg.key);
     if (!slot) return { ok: true, known: false };
@@ -236,7 +237,7 @@ export class PoolController extends DurableObject implements PoolControllerApi {
 
   async status(input: z.input<typeof WhereSchema>): Promise<PoolShardStatus> {
     countUsage("do_requests");
-    const msg = WhereSchema.parse(input);
+    const msg = parseOrRefuse(WhereSchema, input);
     await this.load(msg.pool, msg.shard);
     const now = Date.now();
     this.tick(now);
@@ -245,7 +246,7 @@ export class PoolController extends DurableObject implements PoolControllerApi {
 
   async setPolicy(input: z.input<typeof SetPolicyInputSchema>): Promise<PoolShardStatus> {
     countUsage("do_requests");
-    const msg = SetPolicyInputSchema.parse(input);
+    const msg = parseOrRefuse(SetPolicyInputSchema, input);
     await this.load(msg.pool, msg.shard);
     const now = Date.now();
     this.tick(now);
