@@ -45,9 +45,8 @@ export async function signIn(apiKey: string): Promise<Session> {
 }
 
 /**
- * A call to a route the client's OpenAPI document does not describe yet (the pools API of
- * issue 11, built alongside): the same origin, key and error envelope (RunplaneError), untyped
- * until the client is regenerated.
+ * A call to a route the client's OpenAPI document does not describe (GET /metrics, the
+ * OpenMetrics text): the same origin, key and error envelope (RunplaneError), untyped.
  */
 export async function callUndocumented<T>(session: Session, method: "GET" | "PUT", path: string, body?: unknown): Promise<T> {
   const response = await fetch(new URL(path, location.origin), {

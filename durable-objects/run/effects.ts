@@ -6,7 +6,7 @@
  * and the index is rewritten whole by its next update or by the reconciler.
  */
 import { getPool } from "../../src/config/pools";
-import { poolControllerStub, shardOf } from "../pool/rpc";
+import { controllerShardOf, poolControllerStub } from "../pool/rpc";
 import type { Dispatch, RunState } from "../../src/domain/run-machine";
 import { isDeadLettered } from "../../src/domain/run-status";
 import { errorMessage, log } from "../../src/lib/log";
@@ -74,7 +74,7 @@ export class RunEffects {
     if (dispatches.length === 0) return;
     const pool = getPool(state.def.pool);
     if (!pool) throw new Error(`run ${state.def.id} names unknown pool ${state.def.pool}`);
-    const shard = shardOf(state.def.customerId, pool.shards);
+    const shard = controllerShardOf(state.def.id, pool.shards);
     const enqueuedAt = Date.now();
     try {
       await poolControllerStub(this.env, pool.name, shard).enqueue({

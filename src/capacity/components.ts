@@ -46,6 +46,16 @@ export const COMPONENTS: Component[] = [
     shards: 1,
   },
   {
+    name: "pool controller",
+    unit: "requests/s",
+    perStep: 0.4,
+    measured: "per 5-step run one enqueue (the run's dispatch) and one done (its chain's end); bench's DO requests per step with and without scheduling",
+    ceiling: 1_000,
+    source: DO_LIMITS,
+    shardedBy: "pool",
+    shards: 1,
+  },
+  {
     name: "job queue (per pool)",
     unit: "messages/s",
     perStep: 0.2,

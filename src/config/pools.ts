@@ -22,7 +22,11 @@ export interface PoolConfig {
   /** The consumer's max_batch_size: how many admitted chains one consumer invocation carries at once. */
   messagesPerInvocation: number;
 
-  /** Controller shards (`pool:<name>:<shard>`); a customer always maps to the same one, so fair sharing holds within it. */
+  /**
+   * Controller shards (`pool:<name>:<shard>`), each owning its share of the policy's min and max
+   * concurrency; a run always maps to the same one (durable-objects/pool/rpc.ts controllerShardOf).
+   * One shard takes ~2,500 steps/s (README "Capacity"): raise it past that.
+   */
   shards: number;
   /** The policy a pool starts with, until PUT /v1/pools/:name/policy replaces it. */
   defaultPolicy: ScalingPolicy;

@@ -90,6 +90,28 @@ describe("a burst on a pool", () => {
     await new Promise((r) => setTimeout(r, 800));
     const later = await env.DB.prepare("SELECT COUNT(*) AS n FROM pool_concurrency_samples WHERE pool = 'standard'").first<{ n: number }>();
     expect(later!.n).toBe(samples!.n);
+
+    // The minute's metrics sample (GET /v1/metrics/queues, the OpenMetrics gauges) takes the controller's figures.
+    const { samplePools } = await import("../../src/services/pool-sampler");
+    const minute = (await samplePools(env)).find((s) => s.pool === "standard")!;
+    expect(minute).toMatchObject({ source: "controller", depth: 0, inFlight: 0, desiredConcurrency: 0 });
+  });
+
+  it("the minute's metrics sample sums the controller shards' newest samples, and falls back to the run index when they are stale", async () => {
+    const { samplePools } = await import("../../src/services/pool-sampler");
+    const now = Date.now() + 3_600_000; // after every sample the other tests wrote
+    const row = env.DB.prepare("INSERT INTO pool_concurrency_samples (pool, shard, at, depth, in_flight, desired, utilization, processing_rate) VALUES ('heavy', ?, ?, ?, ?, ?, ?, 1)");
+    await env.DB.batch([
+      row.bind(0, now - 30_000, 9, 1, 1, 0.2), // shard 0's older sample: superseded
+      row.bind(0, now - 10_000, 5, 3, 4, 0.75),
+      row.bind(1, now - 20_000, 2, 2, 2, 1),
+    ]);
+    const heavy = (await samplePools(env, now)).find((s) => s.pool === "heavy")!;
+    expect(heavy).toMatchObject({ source: "controller", depth: 7, inFlight: 5, desiredConcurrency: 6, concurrency: 6 });
+    expect(heavy.utilization).toBeCloseTo((0.75 * 4 + 1 * 2) / 6, 6);
+    const stale = (await samplePools(env, now + 180_000)).find((s) => s.pool === "heavy")!;
+    expect(stale).toMatchObject({ source: "cron", desiredConcurrency: null });
+    await env.DB.prepare("DELETE FROM pool_concurrency_samples WHERE pool = 'heavy' AND at >= ?").bind(now - 60_000).run();
   });
 
   it("a run type names its pool: heavy runs go through the heavy pool's controller and queue", async () => {

@@ -25,9 +25,14 @@ describe("capacity model", () => {
     expect(componentLoad(byName("run objects"), workload(100_000)).utilization).toBeLessThan(0.1);
   });
 
-  it("names D1's writes as the first ceiling of today's configuration, at 1,000 ÷ 0.22 steps/s", () => {
+  it("names the pool controller, at one shard, as the first ceiling of today's configuration (1,000 ÷ 0.4 steps/s), and D1's writes (1,000 ÷ 0.22) once it is sharded", () => {
+    const controller = byName("pool controller");
     const first = firstBottleneck(COMPONENTS, workload(0));
-    expect(first.name).toBe("D1 writes");
-    expect(first.stepsPerSecond).toBeCloseTo(4545, 0);
+    expect(first.name).toBe("pool controller");
+    expect(first.stepsPerSecond).toBeCloseTo(1_000 / controller.perStep, 0);
+    const sharded = COMPONENTS.map((c) => (c === controller ? { ...c, shards: 8 } : c));
+    const next = firstBottleneck(sharded, workload(0));
+    expect(next.name).toBe("D1 writes");
+    expect(next.stepsPerSecond).toBeCloseTo(4545, 0);
   });
 });

@@ -1,38 +1,22 @@
 // Pools: each pool's depth, in-flight work and desired concurrency now and over time, its
 // scaling decisions, and an editor for its scaling policy. Admin only.
-//
-// The pools API (issue 11) is being built alongside this page; until it is merged the client's
-// generated document lacks it. The types below take the generated ones as soon as they exist
-// (regenerate the client and they apply by themselves); until then they are API.md's contract,
-// and the calls go through callUndocumented. A deployment without the API shows its 404.
-import { RunplaneError, type Schemas } from "@runplane/client";
+import { type Schemas } from "@runplane/client";
 import { chart, seconds } from "../chart";
 import type { PageContext } from "../main";
-import { callUndocumented } from "../session";
 import { card, emptyState, errorBox, errorText, field, h, percent, stat, table, when } from "../ui";
 
-type Generated<Name extends string, Fallback> = Schemas extends Record<Name, infer T> ? T : Fallback;
-/** API.md "Pools": the fields the page reads. */
-type Decision = Generated<"PoolDecision", { at: string; from: number; to: number; reason: string; depth?: number; inFlight?: number }>;
-type Pool = Generated<
-  "Pool",
-  { name: string; depth: number; inFlight: number; desiredConcurrency: number; utilization: number | null; processingRate: number; policy: Record<string, unknown>; recentDecisions: Decision[] }
->;
-interface Series {
-  points: { at: string; depth: number; inFlight: number; desired: number }[];
-  decisions: Decision[];
-}
+type Decision = Schemas["PoolDecision"];
+type Pool = Schemas["Pool"];
+type PolicyInput = Schemas["PoolPolicyInput"];
 
 export const POOL_POLL_MS = 5_000;
 
 export async function poolsPage(ctx: PageContext) {
   let pools: Pool[];
   try {
-    ({ pools } = await callUndocumented<{ pools: Pool[] }>(ctx.session, "GET", "/v1/pools"));
+    ({ pools } = await ctx.session.client.GET("/v1/pools", { signal: ctx.signal }));
   } catch (err) {
     ctx.main.append(errorBox(err));
-    if (err instanceof RunplaneError && err.status === 404)
-      ctx.main.append(emptyState("This deployment has no pools API yet.", "Pool depth and in-flight work are on the Overview's live chart meanwhile (from GET /metrics)."));
     return;
   }
   if (pools.length === 0) {
@@ -65,7 +49,7 @@ async function poolCard(ctx: PageContext, initial: Pool): Promise<HTMLElement> {
   const desired: number[] = [];
   let decisions: Decision[] = initial.recentDecisions;
   try {
-    const series = await callUndocumented<Series>(ctx.session, "GET", `/v1/pools/${encodeURIComponent(name)}/series`);
+    const series = await ctx.session.client.GET("/v1/pools/{name}/series", { params: { path: { name } }, signal: ctx.signal });
     for (const p of series.points) {
       times.push(seconds(p.at));
       depth.push(p.depth);
@@ -100,7 +84,7 @@ async function poolCard(ctx: PageContext, initial: Pool): Promise<HTMLElement> {
   section.append(problem);
   const timer = setInterval(async () => {
     try {
-      const { pool } = await callUndocumented<{ pool: Pool }>(ctx.session, "GET", `/v1/pools/${encodeURIComponent(name)}`);
+      const { pool } = await ctx.session.client.GET("/v1/pools/{name}", { params: { path: { name } }, signal: ctx.signal });
       times.push(Math.floor(Date.now() / 1000));
       depth.push(pool.depth);
       inFlight.push(pool.inFlight);
@@ -140,7 +124,7 @@ function policyEditor(ctx: PageContext, pool: Pool, onSaved: (p: Pool) => void):
         for (const { key, kind, input } of inputs) body[key] = kind === "number" ? Number(input.value) : kind === "object" ? JSON.parse(input.value) : input.value;
         status.textContent = "Saving…";
         try {
-          const { pool: saved } = await callUndocumented<{ pool: Pool }>(ctx.session, "PUT", `/v1/pools/${encodeURIComponent(pool.name)}/policy`, body);
+          const { pool: saved } = await ctx.session.client.PUT("/v1/pools/{name}/policy", { params: { path: { name: pool.name } }, body: body as PolicyInput });
           onSaved(saved);
           status.textContent = `Saved at ${when(new Date().toISOString())}.`;
         } catch (err) {
