@@ -25,11 +25,16 @@ export default defineConfig({
           // Stored secrets are encrypted under this; SECRET_WORKER_TOKEN is a platform secret set on the Worker.
           SECRETS_KEY: "test-secrets-key-0123456789abcdef0123456789",
           SECRET_WORKER_TOKEN: "worker-token-value-5f1c",
+          // Pool controllers sample (and flush decisions to D1) every 200 ms while active, so tests see them soon.
+          POOL_SAMPLE_MS: "200",
           TEST_MIGRATIONS: migrations,
         },
         queueConsumers: {
           "runplane-jobs-standard": { maxBatchSize: 100, maxBatchTimeout: 0, maxRetries: 3, deadLetterQueue: "runplane-dlq-standard" },
           "runplane-dlq-standard": { maxBatchSize: 10, maxBatchTimeout: 0.05, maxRetries: 10 },
+          // On Cloudflare the heavy pool's queue has its own Worker (wrangler.heavy.toml); in tests this one consumes it.
+          "runplane-jobs-heavy": { maxBatchSize: 1, maxBatchTimeout: 0, maxRetries: 3, deadLetterQueue: "runplane-dlq-heavy" },
+          "runplane-dlq-heavy": { maxBatchSize: 10, maxBatchTimeout: 0.05, maxRetries: 10 },
           "runplane-events": { maxBatchSize: 100, maxBatchTimeout: 0.05, maxRetries: 10, deadLetterQueue: "runplane-events-dlq" },
           "runplane-events-dlq": { maxBatchSize: 10, maxBatchTimeout: 0.05, maxRetries: 10 },
         },

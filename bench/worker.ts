@@ -16,7 +16,7 @@ import { DurableObject, WorkflowEntrypoint, type WorkflowEvent, type WorkflowSte
 import runplane from "../src/index";
 import { countD1, countUsage, usageTotals } from "../src/lib/usage";
 
-export { RunCoordinator, CustomerLedger, RateLimiter } from "../src/index";
+export { RunCoordinator, CustomerLedger, RateLimiter, PoolController } from "../src/index";
 
 interface BenchEnv extends Env {
   BENCH_WORKFLOW: Workflow<BenchRun>;

@@ -3,7 +3,8 @@
 //
 //   1. creates .dev.vars from .dev.vars.example when missing
 //   2. applies the local D1 migrations (non-interactively)
-//   3. starts `wrangler dev --local --port ${PORT:-8787}` and waits for GET /health
+//   3. starts `wrangler dev --local --port ${PORT:-8787}` with both Workers (wrangler.toml and the
+//      heavy pool's consumer, wrangler.heavy.toml) and waits for GET /health
 //   4. seeds, idempotently, a demo customer ("demo", its API key kept in
 //      .wrangler/runplane-demo.json because the API shows a key only once) and the sample
 //      run types "hello", "nap" and "flaky"
@@ -182,8 +183,9 @@ async function assertPortFree() {
 }
 
 function startWrangler() {
-  say(`starting wrangler dev --local --port ${PORT}`);
-  const child = spawnWrangler(["dev", "--local", "--port", String(PORT)], "[wrangler]");
+  say(`starting wrangler dev --local -c wrangler.toml -c wrangler.heavy.toml --port ${PORT}`);
+  // Both Workers, as deployed: the main one, and the heavy pool's consumer (wrangler.heavy.toml).
+  const child = spawnWrangler(["dev", "--local", "-c", "wrangler.toml", "-c", "wrangler.heavy.toml", "--port", String(PORT)], "[wrangler]");
   exited(child).then(({ code, signal }) => {
     if (stopping) {
       say(stopExitCode === 0 ? "wrangler stopped. Bye." : "wrangler stopped.");

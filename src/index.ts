@@ -21,6 +21,7 @@ import "./steps/custom";
 export { RunCoordinator } from "../durable-objects/run/run-coordinator";
 export { CustomerLedger } from "../durable-objects/ledger/customer-ledger";
 export { RateLimiter } from "../durable-objects/rate-limiter/rate-limiter";
+export { PoolController } from "../durable-objects/pool/pool-controller";
 
 const app = createApp();
 

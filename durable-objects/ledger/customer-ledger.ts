@@ -11,6 +11,7 @@ import { DurableObject } from "cloudflare:workers";
 import type { z } from "zod";
 import { runStub } from "../run/rpc";
 import type { EventMessage, RunRollup } from "../../src/data-plane/messages";
+import { parseOrRefuse } from "../../src/domain/errors";
 import { monthOf, nanoByMonth } from "../../src/domain/cost-records";
 import { DEFAULT_MAX_RUNS_IN_FLIGHT, budgetState, compareRunTotals, freshRecords, holdRefusal, remainingBudget, thresholdsReached, type Budget } from "../../src/domain/ledger";
 import { nanoToUsdString } from "../../src/domain/money";
@@ -63,7 +64,7 @@ export class CustomerLedger extends DurableObject implements CustomerLedgerApi {
 
   async setBudget(input: z.input<typeof BudgetInputSchema>): Promise<LedgerSummary & { runsLimited: number }> {
     countUsage("do_requests");
-    const budget = BudgetInputSchema.parse(input);
+    const budget = parseOrRefuse(BudgetInputSchema, input);
     this.ensureSchema();
     this.sql`INSERT OR REPLACE INTO budget (id, limit_nano_usd, soft_thresholds) VALUES (1, ${budget.limitNanoUsd}, ${JSON.stringify(budget.softThresholds)})`;
     // Runs already in flight were admitted without a limit: tell each that it now has one, so
@@ -98,7 +99,7 @@ export class CustomerLedger extends DurableObject implements CustomerLedgerApi {
    */
   async admit(input: z.input<typeof AdmitInputSchema> = {}): Promise<AdmitReply> {
     countUsage("do_requests");
-    const { runId, holds, maxRunsInFlight } = AdmitInputSchema.parse(input);
+    const { runId, holds, maxRunsInFlight } = parseOrRefuse(AdmitInputSchema, input);
     const now = Date.now();
     const summary = this.readSummary(now);
     const budget = this.budget();
@@ -133,14 +134,14 @@ export class CustomerLedger extends DurableObject implements CustomerLedgerApi {
    */
   async reserve(input: z.input<typeof ReserveInputSchema>): Promise<ReserveReply> {
     countUsage("do_requests");
-    const hold = ReserveInputSchema.parse(input);
+    const hold = parseOrRefuse(ReserveInputSchema, input);
     return this.placeHold(hold, this.readSummary(Date.now()));
   }
 
   /** Lets a hold go without a cost to settle it (the step it was for never started), and forgets a run admitted again after it had ended. */
   async release(input: z.input<typeof ReleaseInputSchema>): Promise<void> {
     countUsage("do_requests");
-    const { holdIds, endedRunId } = ReleaseInputSchema.parse(input);
+    const { holdIds, endedRunId } = parseOrRefuse(ReleaseInputSchema, input);
     this.ensureSchema();
     if (holdIds?.length) this.sql`DELETE FROM holds WHERE id IN (SELECT value FROM json_each(${JSON.stringify(holdIds)}))`;
     if (endedRunId) this.sql`DELETE FROM active_runs WHERE run_id = ${endedRunId}`;
@@ -153,7 +154,7 @@ export class CustomerLedger extends DurableObject implements CustomerLedgerApi {
    */
   async record(input: z.input<typeof RecordInputSchema>): Promise<RecordReply> {
     countUsage("do_requests");
-    const { customerId, runId, records, rollup, final, releaseHolds } = RecordInputSchema.parse(input);
+    const { customerId, runId, records, rollup, final, releaseHolds } = parseOrRefuse(RecordInputSchema, input);
     this.ensureSchema();
     const now = Date.now();
     let counted = 0;
@@ -189,7 +190,7 @@ export class CustomerLedger extends DurableObject implements CustomerLedgerApi {
    */
   async reconcile(input: z.input<typeof ReconcileInputSchema>): Promise<ReconciliationReport> {
     countUsage("do_requests");
-    const { customerId, month: requested } = ReconcileInputSchema.parse(input);
+    const { customerId, month: requested } = parseOrRefuse(ReconcileInputSchema, input);
     this.ensureSchema();
     const now = Date.now();
     const month = requested ?? monthOf(now);

@@ -1,11 +1,12 @@
 /**
- * What a checkpoint sends out after it is committed: job dispatches to the pool's queue, dead
- * letters through the outbox, and the D1 run index's updates through the events queue. A send
- * that fails loses nothing: a dispatch has a deadline the alarm resends it by, a dead letter stays
- * in the outbox until the queue takes it, and the index is rewritten whole by its next update or
- * by the reconciler.
+ * What a checkpoint sends out after it is committed: job dispatches to the pool's controller
+ * (which admits them to the pool's queue), dead letters through the outbox, and the D1 run
+ * index's updates through the events queue. A send that fails loses nothing: a dispatch has a
+ * deadline the alarm resends it by, a dead letter stays in the outbox until the queue takes it,
+ * and the index is rewritten whole by its next update or by the reconciler.
  */
 import { getPool } from "../../src/config/pools";
+import { poolControllerStub, shardOf } from "../pool/rpc";
 import type { Dispatch, RunState } from "../../src/domain/run-machine";
 import { isDeadLettered } from "../../src/domain/run-status";
 import { errorMessage, log } from "../../src/lib/log";
@@ -62,10 +63,37 @@ export class RunEffects {
     return indexRowsFor(state, this.indexedAttempts);
   }
 
+  /**
+   * Hands the dispatches to the pool's controller (one request), which admits each to the pool's
+   * queue when a slot is free, in its priority and fair-share order. A re-send of a dispatch (the
+   * run's redispatch timer) carries the same key, so it changes nothing for one still waiting.
+   * If the controller cannot be reached, the dispatch goes to the queue directly, unadmitted:
+   * the step is not held up by a fault of the scheduler.
+   */
   async sendDispatches(state: RunState, dispatches: readonly Dispatch[]): Promise<void> {
     if (dispatches.length === 0) return;
     const pool = getPool(state.def.pool);
     if (!pool) throw new Error(`run ${state.def.id} names unknown pool ${state.def.pool}`);
+    const shard = shardOf(state.def.customerId, pool.shards);
+    const enqueuedAt = Date.now();
+    try {
+      await poolControllerStub(this.env, pool.name, shard).enqueue({
+        pool: pool.name,
+        shard,
+        dispatches: dispatches.map((d) => ({
+          runId: state.def.id,
+          stepIndex: d.stepIndex,
+          dispatch: d.dispatch,
+          customerId: state.def.customerId,
+          weight: state.def.weight ?? 1,
+          priority: state.def.priority,
+          enqueuedAt,
+        })),
+      });
+      return;
+    } catch (err) {
+      log("dispatch.enqueue_failed", { runId: state.def.id, pool: pool.name, shard, error: errorMessage(err) }, "warn");
+    }
     const messages = dispatches.map((d) => ({ body: jobMessage(state, d, pool.name) }));
     // A failed send leaves the step queued with a dispatch deadline: the alarm sends it again.
     try {

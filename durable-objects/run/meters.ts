@@ -32,7 +32,7 @@ export const OverheadMeterSchema = z.object({
   queueOperations: z.number().int().min(0),
   /** estimated */
   d1RowsWritten: z.number().int().min(0),
-  /** estimated: rows the customer's ledger writes for the run's cost */
+  /** estimated: rows other objects write for the run: its customer's ledger (its cost), its pool's controller (its dispatches) */
   ledgerRowsWritten: z.number().int().min(0),
 });
 export type OverheadMeter = z.infer<typeof OverheadMeterSchema>;
@@ -62,6 +62,15 @@ export const INDEX_ROWS_PER_ATTEMPT = 2;
 export const D1_ROWS_PER_ROLLUP_ROW = 2;
 /** Ledger rows per delivery: the run's totals, the month's spend, the outbox entry and its deletion, the hold settled. */
 export const LEDGER_ROWS_PER_DELIVERY = 5;
+
+/**
+ * What one dispatch costs at the pool's controller: two requests (the run's enqueue, the
+ * consumer's report that the chain is done) and, estimated, its slot's row written and deleted
+ * (a dispatch that waits for a slot also writes and deletes its waiting row; a long chain renews
+ * its slot once per POOL_SLOT_LEASE_MS / 3).
+ */
+export const POOL_REQUESTS_PER_DISPATCH = 2;
+export const POOL_ROWS_PER_DISPATCH = 2;
 
 /** A queue message costs three operations: written, read, deleted. */
 export const QUEUE_OPERATIONS_PER_MESSAGE = 3;
@@ -108,15 +117,20 @@ export function attemptRecord(def: RunDefinition, closed: ClosedAttempt, meter: 
   };
 }
 
-/** The cost record of the run's creation: the API request, the object's first request and rows, the index rows. */
-export function creationRecord(def: RunDefinition, rowsWritten: number, holdId: string | null): Omit<UsageRecord, "seq"> {
+/** The cost record of the run's creation: the API request, the object's first request and rows, the index rows, its first dispatch at the pool's controller. */
+export function creationRecord(def: RunDefinition, rowsWritten: number, holdId: string | null, dispatches = 0): Omit<UsageRecord, "seq"> {
   return {
     kind: "create",
     step: null,
     attempt: null,
     at: def.createdAt,
-    infra: { worker_requests: 1, do_requests: 1, do_rows_written: rowsWritten, d1_rows_written: INDEX_ROWS_PER_RUN },
-    estimated: ["d1_rows_written"],
+    infra: {
+      worker_requests: 1,
+      do_requests: 1 + POOL_REQUESTS_PER_DISPATCH * dispatches,
+      do_rows_written: rowsWritten + POOL_ROWS_PER_DISPATCH * dispatches,
+      d1_rows_written: INDEX_ROWS_PER_RUN,
+    },
+    estimated: dispatches > 0 ? ["d1_rows_written", "do_rows_written"] : ["d1_rows_written"],
     tokens: [],
     holdId,
   };

@@ -36,6 +36,8 @@ export const RunDefinitionSchema = z.object({
   idempotencyKey: z.string().nullable(),
   requestHash: z.string(),
   budgetLimited: z.boolean().optional(),
+  /** The customer's plan weight: its share of a busy pool (fair sharing). */
+  weight: z.number().positive().max(1000).optional(),
   /** Whose secrets the steps may use, decided by the control plane from where the steps came from. */
   secretScope: SecretScopeSchema,
   createdAt: z.number(),

@@ -51,7 +51,7 @@ import { sqlHelper } from "../sql";
 import { CostDelivery } from "./cost-delivery";
 import { CostJournal } from "./cost-journal";
 import { RunEffects } from "./effects";
-import { attemptRecord, creationRecord, QUEUE_OPERATIONS_PER_MESSAGE, type AttemptMeter } from "./meters";
+import { attemptRecord, creationRecord, POOL_REQUESTS_PER_DISPATCH, POOL_ROWS_PER_DISPATCH, QUEUE_OPERATIONS_PER_MESSAGE, type AttemptMeter } from "./meters";
 import { deadLetterMessage } from "./outbound";
 import {
   CompleteStepInputSchema,
@@ -76,7 +76,11 @@ import { reconcileDueAt, retentionAt, RunAlarm, timerSettings } from "./timers";
 import { snapshotOf } from "./views";
 
 const DEFAULT_LEASE_MS = 30_000;
-const REDISPATCH_MS = 30_000;
+/**
+ * A dispatch is handed to its pool's controller, which delivers it and sends it again when its slot's
+ * lease ends unreported (POOL_SLOT_LEASE_MS): the run's own resend is a backstop, after this long.
+ */
+const REDISPATCH_MS = 600_000;
 /** A hold lapses on its own this long after the attempt's longest possible end. */
 const HOLD_MARGIN_MS = 5 * 60_000;
 
@@ -229,6 +233,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
       const next = await this.startAttempt(state, held[0]!, { queued: false });
       if (next.ok || next.reason === "budget_exceeded") return { ok: true, next: next.ok ? next.assignment : null, runStatus: state.status };
     }
+    this.journal.addOverhead({ doRequests: POOL_REQUESTS_PER_DISPATCH * held.length, ledgerRowsWritten: POOL_ROWS_PER_DISPATCH * held.length });
     await this.effects.sendDispatches(state, held);
     return { ok: true, next: null, runStatus: state.status };
   }
@@ -524,9 +529,10 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     if (overhead) {
       const messages = (indexing ? 1 : 0) + outcome.deadLetters.length;
       this.journal.addOverhead({
-        doRequests: options.request && !billTo ? 1 : 0,
+        doRequests: (options.request && !billTo ? 1 : 0) + POOL_REQUESTS_PER_DISPATCH * outcome.dispatches.length,
         queueOperations: messages * QUEUE_OPERATIONS_PER_MESSAGE,
         d1RowsWritten: indexing ? this.effects.indexRows(state) : 0,
+        ledgerRowsWritten: POOL_ROWS_PER_DISPATCH * outcome.dispatches.length,
       });
     }
     try {
@@ -554,7 +560,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
           this.journal.append(attemptRecord(state.def, closed, meter, tokens), options.book ?? null);
         }
         if (options.creation) {
-          this.journal.append(creationRecord(state.def, rows, state.def.budgetLimited ? creationHoldId(state.def.id) : null), options.book ?? null);
+          this.journal.append(creationRecord(state.def, rows, state.def.budgetLimited ? creationHoldId(state.def.id) : null, outcome.dispatches.length), options.book ?? null);
         }
         this.journal.persistState();
       });

@@ -39,6 +39,7 @@ import { registerReliabilityMetrics } from "./routes/metrics-reliability";
 import { registerRunMetrics } from "./routes/metrics-runs";
 import { registerWorkerMetrics } from "./routes/metrics-workers";
 import { registerOpenMetrics } from "./routes/openmetrics";
+import { registerPools } from "./routes/pools";
 
 export const MAX_BODY_BYTES = 1024 * 1024;
 
@@ -135,6 +136,7 @@ export function createApp() {
   registerReliabilityMetrics(app);
   registerCostDrivers(app);
   registerOpenMetrics(app);
+  registerPools(app);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearerAuth", { type: "http", scheme: "bearer" });
   app.doc31("/openapi.json", {

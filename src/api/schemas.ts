@@ -61,6 +61,7 @@ export const CustomerSchema = z
         .nullable()
         .openapi({ description: "The API request rate limit in force: the plan's own, or the deployment's default; null: none" }),
       maxRunsInFlight: z.number().int().openapi({ description: "Runs the customer may have unfinished at once" }),
+      weight: z.number().openapi({ description: "Its share of a busy pool relative to other customers' (fair sharing)" }),
     }),
     budget: z.object({ monthlyLimitNanoUsd: Money, monthlyLimitUsd: z.string(), softThresholds: z.array(z.number()) }).nullable(),
     spend: z.object({

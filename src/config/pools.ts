@@ -1,9 +1,13 @@
 /**
- * Worker pools: each has its own job queue and dead-letter queue (see wrangler.toml).
- * Adding a pool = a producer binding for each queue, a consumer for each, and a line here.
+ * Worker pools: each has its own job queue, dead-letter queue and consumer (see wrangler.toml and,
+ * for `heavy`, wrangler.heavy.toml), its controller shards (durable-objects/pool/) and its default
+ * scaling policy. README "Pools and scaling" says how to add one.
  */
+import type { ScalingPolicy } from "../domain/scaling-policy";
+
 export interface PoolConfig {
   name: string;
+  description: string;
   jobQueue: string;
   deadLetterQueue: string;
   /**
@@ -13,16 +17,76 @@ export interface PoolConfig {
   maxConcurrency: number;
   jobs: (env: Env) => Queue<unknown>;
   deadLetters: (env: Env) => Queue<unknown>;
+  /** The Worker whose queue() consumes the job queue on Cloudflare (its consumer settings are pushed there). */
+  consumerWorker: string;
+  /** The consumer's max_batch_size: how many admitted chains one consumer invocation carries at once. */
+  messagesPerInvocation: number;
+
+  /** Controller shards (`pool:<name>:<shard>`); a customer always maps to the same one, so fair sharing holds within it. */
+  shards: number;
+  /** The policy a pool starts with, until PUT /v1/pools/:name/policy replaces it. */
+  defaultPolicy: ScalingPolicy;
 }
+
+/** The seed's data-plane utilization band: 70–90% busy. */
+const UTILIZATION = { utilizationLow: 0.7, utilizationHigh: 0.9 } as const;
 
 export const POOLS: Record<string, PoolConfig> = {
   standard: {
     name: "standard",
+    description: "I/O-bound steps (HTTP calls, LLM calls, short synthetic work): many concurrent chains per consumer invocation",
     jobQueue: "runplane-jobs-standard",
     deadLetterQueue: "runplane-dlq-standard",
     maxConcurrency: 10,
     jobs: (env) => env.JOBS_STANDARD,
     deadLetters: (env) => env.DLQ_STANDARD,
+    consumerWorker: "runplane",
+    messagesPerInvocation: 100,
+    shards: 1,
+    defaultPolicy: {
+      // A worker per chain: I/O-bound chains wait on the network, not on each other.
+      targetDepth: 1,
+      scaleUpThreshold: 0,
+      scaleDownThreshold: 0,
+      cooldownUpMs: 1_000,
+      cooldownDownMs: 30_000,
+      stabilizationWindowMs: 30_000,
+      minConcurrency: 0,
+      maxConcurrency: 100,
+      activationThreshold: 0,
+      tolerance: 0.1,
+      ...UTILIZATION,
+      agingMs: 30_000,
+      scheduling: "fair",
+    },
+  },
+  heavy: {
+    name: "heavy",
+    description: "Long CPU-bound steps: its own consumer Worker with a 5-minute CPU limit, one chain per invocation",
+    jobQueue: "runplane-jobs-heavy",
+    deadLetterQueue: "runplane-dlq-heavy",
+    jobs: (env) => env.JOBS_HEAVY,
+    deadLetters: (env) => env.DLQ_HEAVY,
+    maxConcurrency: 10,
+    consumerWorker: "runplane-heavy",
+    messagesPerInvocation: 1,
+    shards: 1,
+    defaultPolicy: {
+      // CPU-bound: a worker is an expensive instance; two chains per worker before adding one.
+      targetDepth: 2,
+      scaleUpThreshold: 1,
+      scaleDownThreshold: 0,
+      cooldownUpMs: 5_000,
+      cooldownDownMs: 60_000,
+      stabilizationWindowMs: 60_000,
+      minConcurrency: 0,
+      maxConcurrency: 10,
+      activationThreshold: 0,
+      tolerance: 0.1,
+      ...UTILIZATION,
+      agingMs: 60_000,
+      scheduling: "fair",
+    },
   },
 };
 

@@ -4,8 +4,15 @@
  * After a checkpoint the run object may hand back the run's next step at once, and the
  * consumer carries on with it (up to INLINE_STEP_LIMIT) instead of sending the run to the
  * back of the queue once per step.
+ *
+ * A message the pool's controller admitted (it names its `shard`) holds one of the pool's slots
+ * for its whole chain: the consumer renews the slot on a long chain (every POOL_SLOT_LEASE_MS / 3)
+ * and reports it done when the chain ends however it ends (acked, refused, paused), with the time
+ * it held the slot. A message retried for a platform fault keeps its slot until it is delivered
+ * again and done, or until the slot's lease ends.
  */
 import { runStub, type ReportResult, type StepAssignment } from "../../durable-objects/run/rpc";
+import { DEFAULT_SLOT_LEASE_MS, poolControllerStub, slotKey } from "../../durable-objects/pool/rpc";
 import type { PoolConfig } from "../config/pools";
 import { errorMessage, log } from "../lib/log";
 import { executeAssignment } from "./execute-step";
@@ -32,6 +39,17 @@ async function handleJob(message: Message<unknown>, env: Env, pool: PoolConfig, 
   }
   const job = parsed.data;
   const run = runStub(env, job.runId);
+  const slot = job.shard === undefined ? null : { stub: poolControllerStub(env, pool.name, job.shard), where: { pool: pool.name, shard: job.shard, key: slotKey(job.runId, job.stepIndex, job.dispatch) } };
+  const heldSince = Date.now();
+  const slotLeaseMs = Number(env.POOL_SLOT_LEASE_MS) || DEFAULT_SLOT_LEASE_MS;
+  const renewal = slot
+    ? setInterval(() => {
+        slot.stub.renew(slot.where).catch((err) => log("pool.renew_failed", { runId: job.runId, pool: pool.name, error: errorMessage(err) }, "warn"));
+      }, Math.max(1_000, Math.floor(slotLeaseMs / 3)))
+    : null;
+  let carried = 0;
+  let steps = 0;
+  let retried = false;
   try {
     const start = await run.startStep({ stepIndex: job.stepIndex, dispatch: job.dispatch });
     if (!start.ok) {
@@ -41,11 +59,11 @@ async function handleJob(message: Message<unknown>, env: Env, pool: PoolConfig, 
       return;
     }
     let assignment: StepAssignment | null = start.assignment;
-    let carried = 0;
     while (assignment) {
       const fields = { runId: assignment.runId, step: assignment.step.name, attempt: assignment.attempt, pool: pool.name };
       // The run object logs the attempt's outcome (step.succeeded / step.failed) when it records it.
       const result = boundResult(await executeAssignment(assignment, env, run));
+      steps += 1;
       const lease: string = assignment.leaseId;
       const continueInline = carried < inlineLimit;
       // A report is idempotent (its lease guards it): a blip of the run object is ridden out here,
@@ -64,10 +82,21 @@ async function handleJob(message: Message<unknown>, env: Env, pool: PoolConfig, 
   } catch (err) {
     // The run object was unreachable or threw: a platform fault, not the step's. The queue
     // delivers again after a growing delay (the step's own attempts are not used), and only
-    // after max_retries is the message dead-lettered.
+    // after max_retries is the message dead-lettered. Its slot stays held meanwhile (or until
+    // the slot's lease ends).
     const delaySeconds = platformRetryDelaySeconds(message.attempts);
     log("job.error", { runId: job.runId, stepIndex: job.stepIndex, pool: pool.name, deliveryAttempt: message.attempts, retryInSeconds: delaySeconds, error: errorMessage(err) }, "error");
     message.retry({ delaySeconds });
+    retried = true;
+  } finally {
+    if (renewal) clearInterval(renewal);
+    // The chain is over (the message is acked): its slot goes back to the pool. Best effort: an
+    // unreported slot comes back when its lease ends.
+    if (slot && !retried) {
+      await slot.stub
+        .done({ ...slot.where, busyMs: Date.now() - heldSince, steps })
+        .catch((err) => log("pool.done_failed", { runId: job.runId, pool: pool.name, error: errorMessage(err) }, "warn"));
+    }
   }
 }
 

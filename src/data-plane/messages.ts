@@ -3,7 +3,11 @@ import type { RollupRow } from "../domain/cost-records";
 import { RunIdentitySchema } from "../domain/run-identity";
 import { FAILURE_TYPES, RUN_STATUSES } from "../domain/run-status";
 
-/** A step dispatch: "run step `stepIndex` of run `runId`, generation `dispatch`". */
+/**
+ * A step dispatch: "run step `stepIndex` of run `runId`, generation `dispatch`". `shard`: the pool
+ * controller shard that admitted it, which the consumer tells when the chain is done (absent: sent
+ * without admission, e.g. when the controller could not be reached).
+ */
 export const JobMessageSchema = z
   .object({
     v: z.literal(1),
@@ -11,6 +15,7 @@ export const JobMessageSchema = z
     stepIndex: z.number().int().min(0),
     dispatch: z.number().int().min(1),
     pool: z.string().min(1),
+    shard: z.number().int().min(0).max(1023).optional(),
   })
   .strict();
 export type JobMessage = z.infer<typeof JobMessageSchema>;

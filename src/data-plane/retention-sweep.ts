@@ -5,6 +5,7 @@
  * the customer ledger keeps per-run totals 62 days; cost rollups go by the month, never with
  * the step detail.
  */
+import { poolNames } from "../config/pools";
 import { retentionCutoffs, retentionSettings } from "../domain/retention";
 import { log } from "../lib/log";
 import { countD1 } from "../lib/usage";
@@ -35,6 +36,15 @@ export async function sweepRetention(env: Env, now = Date.now()): Promise<Record
     ["dlq_entries (retried)", db.prepare(`DELETE FROM dlq_entries WHERE id IN (SELECT id FROM dlq_entries WHERE state = 'retried' AND dead_at < ?1 LIMIT ?2)`).bind(cut.resolvedDlq, BATCH)],
     ["dlq_entries (discarded)", db.prepare(`DELETE FROM dlq_entries WHERE id IN (SELECT id FROM dlq_entries WHERE state = 'discarded' AND dead_at < ?1 LIMIT ?2)`).bind(cut.resolvedDlq, BATCH)],
     ["alerts", db.prepare(`DELETE FROM alerts WHERE id IN (SELECT id FROM alerts WHERE created_at < ?1 LIMIT ?2)`).bind(cut.alerts, BATCH)],
+    // Pool samples go with the step detail, scaling decisions with the alerts; both by their (pool, at) keys.
+    ...poolNames().flatMap((pool): [string, D1PreparedStatement][] => [
+      [`pool_concurrency_samples (${pool})`, db.prepare(
+        `DELETE FROM pool_concurrency_samples WHERE (pool, at, shard) IN (SELECT pool, at, shard FROM pool_concurrency_samples WHERE pool = ?1 AND at < ?2 LIMIT ?3)`,
+      ).bind(pool, cut.stepDetail, BATCH)],
+      [`pool_scaling_decisions (${pool})`, db.prepare(
+        `DELETE FROM pool_scaling_decisions WHERE id IN (SELECT id FROM pool_scaling_decisions WHERE pool = ?1 AND at < ?2 LIMIT ?3)`,
+      ).bind(pool, cut.alerts, BATCH)],
+    ]),
     ["cost_rollups", db.prepare(
       `DELETE FROM cost_rollups WHERE (hour, customer_id, run_id, model, part) IN
          (SELECT hour, customer_id, run_id, model, part FROM cost_rollups WHERE hour < ?1 LIMIT ?2)`,

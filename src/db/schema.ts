@@ -525,3 +525,48 @@ export const alertEpisodes = sqliteTable("alert_episodes", {
   last: text("last").notNull().default("{}"),
   updatedAt: integer("updated_at").notNull(),
 });
+/**
+ * Every scaling decision a pool's controller made (durable-objects/pool/): when, from and to
+ * which desired concurrency, why, and the signals it saw. `id` is `<pool>:<shard>:<seq>`, made by
+ * the controller, so a redelivered batch inserts nothing twice.
+ */
+export const poolScalingDecisions = sqliteTable(
+  "pool_scaling_decisions",
+  {
+    id: text("id").primaryKey(),
+    pool: text("pool").notNull(),
+    shard: integer("shard").notNull(),
+    at: integer("at").notNull(),
+    fromConcurrency: integer("from_concurrency").notNull(),
+    toConcurrency: integer("to_concurrency").notNull(),
+    reason: text("reason").notNull(),
+    depth: integer("depth").notNull(),
+    inFlight: integer("in_flight").notNull(),
+    /** busy ÷ capacity over the controller's window, 0…1; null: no capacity to measure */
+    utilization: real("utilization"),
+    /** steps done per second */
+    processingRate: real("processing_rate").notNull(),
+  },
+  (t) => [index("pool_scaling_decisions_pool_at").on(t.pool, t.at)],
+);
+
+/**
+ * A pool shard's depth, in-flight work and desired concurrency over time, sampled by its
+ * controller while the pool is active (every POOL_SAMPLE_MS, and at each decision); an idle pool
+ * writes none. Hand-edited in the migration: WITHOUT ROWID (a sample is one D1 row written, and a
+ * time-range read walks the primary key).
+ */
+export const poolConcurrencySamples = sqliteTable(
+  "pool_concurrency_samples",
+  {
+    pool: text("pool").notNull(),
+    shard: integer("shard").notNull(),
+    at: integer("at").notNull(),
+    depth: integer("depth").notNull(),
+    inFlight: integer("in_flight").notNull(),
+    desired: integer("desired").notNull(),
+    utilization: real("utilization"),
+    processingRate: real("processing_rate").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.pool, t.at, t.shard] })],
+);

@@ -66,3 +66,13 @@ export function validationFailed(error: z.ZodError, prefix?: string): DomainErro
   const details = zodIssueDetails(error, prefix);
   return new DomainError("validation_failed", `Invalid request: ${summarizeDetails(details)}${details.length > 3 ? "; …" : ""}`, details);
 }
+
+/**
+ * `input` parsed by `schema`, or a validation_failed naming every bad field. For RPC boundaries:
+ * a ZodError crosses a Durable Object's RPC as the bare word "ZodError", this keeps its message.
+ */
+export function parseOrRefuse<S extends z.ZodType>(schema: S, input: unknown, prefix?: string): z.output<S> {
+  const parsed = schema.safeParse(input);
+  if (!parsed.success) throw validationFailed(parsed.error, prefix);
+  return parsed.data;
+}

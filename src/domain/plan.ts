@@ -20,6 +20,11 @@ export const RateLimitSchema = z
 
 export const MaxRunsInFlightSchema = z.number().int().min(1).max(MAX_RUNS_IN_FLIGHT);
 
+/** A customer's share of a busy pool, relative to other customers' (fair sharing); default 1. */
+export const DEFAULT_PLAN_WEIGHT = 1;
+export const MAX_PLAN_WEIGHT = 1_000;
+export const PlanWeightSchema = z.number().min(0.01).max(MAX_PLAN_WEIGHT);
+
 const NanoText = z.string().regex(/^\d+$/);
 
 export const StoredPlanSchema = z.object({
@@ -28,6 +33,7 @@ export const StoredPlanSchema = z.object({
   /** Absent: the deployment's default (RATE_LIMIT_RPS, RATE_LIMIT_BURST). */
   rateLimit: RateLimitSchema.optional(),
   maxRunsInFlight: MaxRunsInFlightSchema.default(DEFAULT_MAX_RUNS_IN_FLIGHT),
+  weight: PlanWeightSchema.default(DEFAULT_PLAN_WEIGHT),
 });
 export type StoredPlan = z.infer<typeof StoredPlanSchema>;
 

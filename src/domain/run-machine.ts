@@ -38,6 +38,8 @@ export interface RunDefinition extends RunIdentity {
   requestHash: string;
   /** The customer has a hard budget: each step's cost is settled before the next one starts. */
   budgetLimited?: boolean;
+  /** The customer's plan weight when the run was created: its share of a busy pool (absent: 1). */
+  weight?: number;
   /**
    * Whose secrets the steps' {{secrets.…}} references resolve in: "platform" for the steps of a
    * platform-wide run type, else "customer:<id>". Runs from before secrets existed have none:

@@ -16,10 +16,20 @@ export interface LogFields {
 export type LogLevel = "debug" | "info" | "warn" | "error";
 const RANK: Record<LogLevel, number> = { debug: 0, info: 1, warn: 2, error: 3 };
 let threshold = RANK.info;
+let forced: LogLevel | null = null;
 
 /** Called by each entry point with the deployment's LOG_LEVEL. */
 export function configureLogging(level: string | undefined): void {
-  threshold = RANK[(level ?? "info") as LogLevel] ?? RANK.info;
+  threshold = RANK[forced ?? ((level ?? "info") as LogLevel)] ?? RANK.info;
+}
+
+/**
+ * Tests that drive hundreds of runs through the local runtime: info logs (forwarded line by line
+ * to the test runner) would cost more than the platform's own work. null: LOG_LEVEL again.
+ */
+export function forceLogLevel(level: LogLevel | null): void {
+  forced = level;
+  if (level) threshold = RANK[level];
 }
 
 export function log(event: string, fields: LogFields = {}, level: LogLevel = "info"): void {

@@ -7,7 +7,7 @@ import { cursorKey, nameCursor, pageOf } from "../domain/pagination";
 import { CLIENT_NAME_PATTERN } from "../domain/names";
 import { apiKeys, customers } from "../db/schema";
 import { nanoJson, nanoToUsdString, usdToNano } from "../domain/money";
-import { DEFAULT_MAX_RUNS_IN_FLIGHT, parseStoredPlan, type StoredPlan } from "../domain/plan";
+import { DEFAULT_MAX_RUNS_IN_FLIGHT, DEFAULT_PLAN_WEIGHT, parseStoredPlan, type StoredPlan } from "../domain/plan";
 import type { RateLimitConfig } from "../domain/token-bucket";
 import { newId, sha256Hex } from "../lib/ids";
 import { LruCache } from "../lib/lru";
@@ -18,7 +18,7 @@ import type { RateLimitService } from "./rate-limit-service";
 export interface NewCustomer {
   id?: string;
   name: string;
-  plan?: { monthlyFeeUsd?: string | number; pricePerRunUsd?: string | number; rateLimit?: RateLimitConfig; maxRunsInFlight?: number };
+  plan?: { monthlyFeeUsd?: string | number; pricePerRunUsd?: string | number; rateLimit?: RateLimitConfig; maxRunsInFlight?: number; weight?: number };
   budget?: BudgetInput;
 }
 
@@ -38,7 +38,14 @@ function toNano(value: string | number, field: string): bigint {
 }
 
 /** Per-isolate cache of each customer's plan limits: a run submission should not cost a D1 read. */
-const limitsCache = new LruCache<string, { maxRunsInFlight?: number }>(10_000);
+const limitsCache = new LruCache<string, PlanLimits>(10_000);
+
+/** What a run takes from its customer's plan when it is created. */
+export interface PlanLimits {
+  maxRunsInFlight?: number;
+  /** Its share of a busy pool (fair sharing). */
+  weight?: number;
+}
 const LIMITS_TTL_MS = 30_000;
 
 /** By id; a customer id is a client name or a server-made `cus_…`, both CLIENT_NAME_PATTERN. */
@@ -91,6 +98,7 @@ export class CustomersService {
       pricePerRunNanoUsd: toNano(input.plan?.pricePerRunUsd ?? 0, "plan.pricePerRunUsd").toString(),
       ...(input.plan?.rateLimit ? { rateLimit: input.plan.rateLimit } : {}),
       maxRunsInFlight: input.plan?.maxRunsInFlight ?? DEFAULT_MAX_RUNS_IN_FLIGHT,
+      weight: input.plan?.weight ?? DEFAULT_PLAN_WEIGHT,
     };
     const budgetLimit = input.budget ? toNano(input.budget.monthlyLimitUsd, "budget.monthlyLimitUsd").toString() : null;
     const thresholds = input.budget?.softThresholds ?? (input.budget ? [0.5, 0.8] : []);
@@ -136,11 +144,12 @@ export class CustomersService {
   }
 
   /** The plan's admission limits (absent: the platform's defaults), cached per isolate for 30 s. */
-  async limits(id: string): Promise<{ maxRunsInFlight?: number }> {
+  async limits(id: string): Promise<PlanLimits> {
     const hit = limitsCache.get(id);
     if (hit) return hit;
     const row = await this.db.select({ plan: customers.plan }).from(customers).where(eq(customers.id, id)).get();
-    const limits = row ? { maxRunsInFlight: parseStoredPlan(row.plan).maxRunsInFlight } : {};
+    const plan = row ? parseStoredPlan(row.plan) : null;
+    const limits: PlanLimits = plan ? { maxRunsInFlight: plan.maxRunsInFlight, weight: plan.weight } : {};
     limitsCache.set(id, limits, LIMITS_TTL_MS);
     return limits;
   }
@@ -273,6 +282,7 @@ function present(
       pricePerRunUsd: nanoToUsdString(BigInt(plan.pricePerRunNanoUsd ?? "0")),
       rateLimit: rateLimit ? { ...rateLimit.limit, source: rateLimit.source } : null,
       maxRunsInFlight: plan.maxRunsInFlight,
+      weight: plan.weight,
     },
     budget:
       limit === null

@@ -7,6 +7,7 @@ import type { Principal } from "../domain/principal";
 import { DomainError } from "../domain/errors";
 import { cursorKey, pageOf, timeAndIdCursor } from "../domain/pagination";
 import { DEFAULT_POOL } from "../config/pools";
+import { DEFAULT_PLAN_WEIGHT } from "../domain/plan";
 import { runs } from "../db/schema";
 import { isTerminalRun, type Priority, type RunStatus } from "../domain/run-status";
 import type { RetryPolicy } from "../domain/retry-policy";
@@ -108,7 +109,8 @@ export class RunsService {
     await this.pricing.assertKnownModels(modelsNamedBySteps(steps, body.runType ? "runType" : "steps"));
     const retry: RetryPolicy | undefined = runType?.definition.retry;
     const id = body.idempotencyKey ? await runIdForIdempotencyKey(customerId, body.idempotencyKey) : newId("run");
-    const admission = await admitRun(this.env, customerId, id, { creation: true, ...(await this.customers.limits(customerId)) });
+    const limits = await this.customers.limits(customerId);
+    const admission = await admitRun(this.env, customerId, id, { creation: true, maxRunsInFlight: limits.maxRunsInFlight });
     const now = Date.now();
     const def: RunDefinition & { secretScope: SecretScope } = {
       id,
@@ -126,6 +128,7 @@ export class RunsService {
       idempotencyKey: body.idempotencyKey ?? null,
       requestHash: await fingerprint({ ...body, customerId }),
       budgetLimited: admission.limited,
+      weight: limits.weight ?? DEFAULT_PLAN_WEIGHT,
       createdAt: now,
     };
     let result: Awaited<ReturnType<RunCoordinatorApi["create"]>>;
@@ -212,7 +215,7 @@ export class RunsService {
 
   async resume(principal: Principal, runId: string) {
     const run = await this.snapshot(principal, runId);
-    await resumeAdmitted(this.env, run.customerId, runId, await this.customers.limits(run.customerId));
+    await resumeAdmitted(this.env, run.customerId, runId, { maxRunsInFlight: (await this.customers.limits(run.customerId)).maxRunsInFlight });
     const reply = await this.stub(runId).resume();
     if (!reply.ok) throw new DomainError("conflict", `run "${runId}" is ${reply.run?.status}; only a failed run can be resumed`);
     return presentRun(reply.run);

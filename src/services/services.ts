@@ -7,6 +7,7 @@ import { DlqService } from "./dlq-service";
 import { InsightsService } from "./insights-service";
 import { MetricsService } from "./metrics-service";
 import { OpenMetricsService } from "./openmetrics-service";
+import { PoolsService } from "./pools-service";
 import { PricingService } from "./pricing-service";
 import { RateLimitService } from "./rate-limit-service";
 import { RunTypesService } from "./run-types-service";
@@ -27,6 +28,7 @@ export interface Services {
   metrics: MetricsService;
   insights: InsightsService;
   openMetrics: OpenMetricsService;
+  pools: PoolsService;
 }
 
 /** Built once per request and put on the Hono context: routes use these, never bindings. */
@@ -51,5 +53,6 @@ export function buildServices(env: Env, waitUntil: (work: Promise<unknown>) => v
     metrics: new MetricsService(env),
     insights: new InsightsService(env),
     openMetrics: new OpenMetricsService(env),
+    pools: new PoolsService(env, db),
   };
 }

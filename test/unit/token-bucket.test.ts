@@ -104,7 +104,7 @@ describe("plans and rate limit defaults", () => {
   });
 
   it("a stored plan from before limits existed reads with the defaults; a plan's limit is validated", () => {
-    expect(parseStoredPlan('{"monthlyFeeNanoUsd":"1","pricePerRunNanoUsd":"2"}')).toEqual({ monthlyFeeNanoUsd: "1", pricePerRunNanoUsd: "2", maxRunsInFlight: 1000 });
+    expect(parseStoredPlan('{"monthlyFeeNanoUsd":"1","pricePerRunNanoUsd":"2"}')).toEqual({ monthlyFeeNanoUsd: "1", pricePerRunNanoUsd: "2", maxRunsInFlight: 1000, weight: 1 });
     expect(parseStoredPlan("{}").maxRunsInFlight).toBe(1000);
     expect(RateLimitSchema.safeParse({ requestsPerSecond: 0, burst: 1 }).success).toBe(false);
     expect(RateLimitSchema.safeParse({ requestsPerSecond: 1, burst: 0.5 }).success).toBe(false);

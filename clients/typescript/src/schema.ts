@@ -639,6 +639,80 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/pools": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every pool: depth, in-flight chains, desired concurrency, utilization, processing rate, policy and recent scaling decisions (admin) */
+        get: operations["listPools"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/pools/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One pool (admin) */
+        get: operations["getPool"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/pools/{name}/series": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Depth, in-flight chains and desired concurrency over time, with the scaling decisions in the range (admin)
+         * @description From the controller's samples (every POOL_SAMPLE_MS while the pool is active; an idle pool writes none). Each point is a bucket (`bucketMs`, at least the sample period, wider for long ranges so there are at most 1,000 points) holding the highest depth, in-flight and desired values sampled in it. Default range: the last hour; at most 31 days.
+         */
+        get: operations["getPoolSeries"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/pools/{name}/policy": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Replace a pool's scaling policy (admin); takes effect at once, on every controller shard
+         * @description Requires scaleUpThreshold, scaleDownThreshold, targetDepth, cooldownUpMs, cooldownDownMs, minConcurrency and maxConcurrency; activationThreshold, tolerance, stabilizationWindowMs, utilizationLow, utilizationHigh, agingMs and scheduling are optional and take the pool's defaults when left out. The `policy` of a GET is a valid body.
+         */
+        put: operations["putPoolPolicy"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -661,6 +735,8 @@ export interface components {
                 } | null;
                 /** @description Runs the customer may have unfinished at once */
                 maxRunsInFlight: number;
+                /** @description Its share of a busy pool relative to other customers' (fair sharing) */
+                weight: number;
             };
             budget: {
                 monthlyLimitNanoUsd: number | string;
@@ -1601,6 +1677,85 @@ export interface components {
             };
             costPerRunChangePercent: number | null;
         };
+        Pool: {
+            name: string;
+            description: string;
+            queue: string;
+            deadLetterQueue: string;
+            shards: number;
+            /** @description Dispatches waiting for admission (the pool's queue depth) */
+            depth: number;
+            depthByPriority: {
+                high: number;
+                normal: number;
+                low: number;
+            };
+            /** @description Chains admitted and not yet done (never more than desiredConcurrency) */
+            inFlight: number;
+            desiredConcurrency: number;
+            /** @description Busy slot-time ÷ provisioned slot-time over the last ~30 s; null when nothing was provisioned */
+            utilization: number | null;
+            /** @description Steps done per second over the last ~30 s */
+            processingRate: number;
+            waitingCustomers: number;
+            oldestWaitingMs: number;
+            policy: components["schemas"]["PoolPolicy"];
+            recentDecisions: components["schemas"]["PoolDecision"][];
+            consumer: {
+                worker: string;
+                messagesPerInvocation: number;
+                pushedMaxConcurrency: number | null;
+            };
+            /** @description The controller's alarm; null: none (an idle pool runs no timer) */
+            nextTimerAt: string | null;
+        };
+        /** @description A pool's scaling policy and scheduling (README "Pools and scaling" describes every knob and its default) */
+        PoolPolicy: {
+            scaleUpThreshold: number;
+            scaleDownThreshold: number;
+            targetDepth: number;
+            cooldownUpMs: number;
+            cooldownDownMs: number;
+            minConcurrency: number;
+            maxConcurrency: number;
+            activationThreshold: number;
+            tolerance: number;
+            stabilizationWindowMs: number;
+            utilizationLow: number;
+            utilizationHigh: number;
+            agingMs: number;
+            /** @enum {string} */
+            scheduling: "fair" | "fifo";
+        };
+        PoolDecision: {
+            id: string;
+            shard: number;
+            at: string;
+            from: number;
+            to: number;
+            reason: string;
+            depth: number;
+            inFlight: number;
+            utilization: number | null;
+            processingRate: number;
+        };
+        PoolPolicyInput: {
+            scaleUpThreshold: number;
+            scaleDownThreshold: number;
+            targetDepth: number;
+            cooldownUpMs: number;
+            cooldownDownMs: number;
+            minConcurrency: number;
+            maxConcurrency: number;
+            activationThreshold?: number;
+            tolerance?: number;
+            stabilizationWindowMs?: number;
+            utilizationLow?: number;
+            utilizationHigh?: number;
+            agingMs?: number;
+            /** @enum {string} */
+            scheduling?: "fair" | "fifo";
+        };
     };
     responses: never;
     parameters: never;
@@ -1831,6 +1986,11 @@ export interface operations {
                          * @example 1000
                          */
                         maxRunsInFlight?: number;
+                        /**
+                         * @description The customer's share of a busy pool relative to other customers' (default 1): with weight 2 it gets twice the capacity of a weight-1 customer while both have work waiting
+                         * @example 1
+                         */
+                        weight?: number;
                     };
                     budget?: {
                         /**
@@ -5142,6 +5302,362 @@ export interface operations {
             /** @description The key may not do this (`forbidden`): an admin-only route, or another customer named */
             403: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    listPools: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The pools */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        pools: components["schemas"]["Pool"][];
+                    };
+                };
+            };
+            /** @description Malformed JSON, or invalid fields, path or query parameters (`validation_failed`): `details` names each one */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Missing, malformed, unknown or revoked API key (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The key may not do this (`forbidden`): an admin-only route, or another customer named */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The customer's request rate limit, or its cap on runs in flight, is reached (`rate_limited`); `Retry-After` says when to try again */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The deployment refuses to serve (`misconfigured`, e.g. the development admin key in production), or a part of the platform did not answer (`not_ready`: nothing was changed; retry after `Retry-After`) */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    getPool: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The pool */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        pool: components["schemas"]["Pool"];
+                    };
+                };
+            };
+            /** @description Malformed JSON, or invalid fields, path or query parameters (`validation_failed`): `details` names each one */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Missing, malformed, unknown or revoked API key (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The key may not do this (`forbidden`): an admin-only route, or another customer named */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Not found, or another customer's (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The customer's request rate limit, or its cap on runs in flight, is reached (`rate_limited`); `Retry-After` says when to try again */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The deployment refuses to serve (`misconfigured`, e.g. the development admin key in production), or a part of the platform did not answer (`not_ready`: nothing was changed; retry after `Retry-After`) */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    getPoolSeries: {
+        parameters: {
+            query?: {
+                /** @description Start (inclusive); default: an hour before `to` */
+                from?: string;
+                /** @description End (exclusive); default: now */
+                to?: string;
+            };
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The series */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        pool: string;
+                        from: string;
+                        to: string;
+                        bucketMs: number;
+                        points: {
+                            at: string;
+                            depth: number;
+                            inFlight: number;
+                            desired: number;
+                            utilization: number | null;
+                            processingRate: number;
+                        }[];
+                        decisions: components["schemas"]["PoolDecision"][];
+                    };
+                };
+            };
+            /** @description Malformed JSON, or invalid fields, path or query parameters (`validation_failed`): `details` names each one */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Missing, malformed, unknown or revoked API key (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The key may not do this (`forbidden`): an admin-only route, or another customer named */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Not found, or another customer's (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The customer's request rate limit, or its cap on runs in flight, is reached (`rate_limited`); `Retry-After` says when to try again */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The deployment refuses to serve (`misconfigured`, e.g. the development admin key in production), or a part of the platform did not answer (`not_ready`: nothing was changed; retry after `Retry-After`) */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    putPoolPolicy: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PoolPolicyInput"];
+            };
+        };
+        responses: {
+            /** @description The pool under its new policy */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        pool: components["schemas"]["Pool"];
+                    };
+                };
+            };
+            /** @description Malformed JSON, or invalid fields, path or query parameters (`validation_failed`): `details` names each one */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Missing, malformed, unknown or revoked API key (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The key may not do this (`forbidden`): an admin-only route, or another customer named */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Not found, or another customer's (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Request body larger than 1 MiB (`payload_too_large`), refused before it is read */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description A request body whose Content-Type is not application/json (`unsupported_media_type`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The customer's request rate limit, or its cap on runs in flight, is reached (`rate_limited`); `Retry-After` says when to try again */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The deployment refuses to serve (`misconfigured`, e.g. the development admin key in production), or a part of the platform did not answer (`not_ready`: nothing was changed; retry after `Retry-After`) */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {

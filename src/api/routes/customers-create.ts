@@ -3,7 +3,7 @@ import type { App } from "../context";
 import { ClientName, bearer, errors, json, jsonBody } from "../openapi";
 import { adminOnly } from "../auth";
 import { BudgetBody, CustomerSchema, UsdAmount } from "../schemas";
-import { MaxRunsInFlightSchema, RateLimitSchema } from "../../domain/plan";
+import { MaxRunsInFlightSchema, PlanWeightSchema, RateLimitSchema } from "../../domain/plan";
 
 const CreateCustomerBody = z
   .object({
@@ -18,6 +18,10 @@ const CreateCustomerBody = z
           example: { requestsPerSecond: 100, burst: 200 },
         }),
         maxRunsInFlight: MaxRunsInFlightSchema.optional().openapi({ description: "Runs the customer may have unfinished at once (default 1000)", example: 1000 }),
+        weight: PlanWeightSchema.optional().openapi({
+          description: "The customer's share of a busy pool relative to other customers' (default 1): with weight 2 it gets twice the capacity of a weight-1 customer while both have work waiting",
+          example: 1,
+        }),
       })
       .strict()
       .optional(),

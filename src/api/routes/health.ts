@@ -2,6 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { bearerToken } from "../auth";
 import type { App } from "../context";
 import { json, publicRoute } from "../openapi";
+import { POOLS } from "../../config/pools";
 
 const live = createRoute({
   method: "get",
@@ -72,9 +73,13 @@ async function runChecks(env: Env, misconfiguration: string | null): Promise<Rea
     check(() => env.DB.prepare("SELECT 1").first()),
     check(() => env.CUSTOMER_LEDGER.get(env.CUSTOMER_LEDGER.idFromName("__health__")).summary()),
     check(() => {
-      for (const name of ["JOBS_STANDARD", "DLQ_STANDARD", "EVENTS"] as const) {
-        if (typeof env[name]?.send !== "function") throw new Error(`queue binding ${name} is missing`);
+      // Every pool's job and dead-letter queues, and the events queue.
+      for (const pool of Object.values(POOLS)) {
+        for (const [what, queue] of [["job", pool.jobs(env)], ["dead-letter", pool.deadLetters(env)]] as const) {
+          if (typeof queue?.send !== "function") throw new Error(`pool ${pool.name}'s ${what} queue binding is missing`);
+        }
       }
+      if (typeof env.EVENTS?.send !== "function") throw new Error("queue binding EVENTS is missing");
     }),
   ]);
   const checks = { config, d1, durableObjects, queues };
