@@ -16,7 +16,7 @@ import { DurableObject } from "cloudflare:workers";
 import type { z } from "zod";
 import { runStub } from "../run/rpc";
 import type { EventMessage, RunRollup } from "../../src/data-plane/messages";
-import { parseOrRefuse } from "../../src/domain/errors";
+import { DomainError, parseOrRefuse } from "../../src/domain/errors";
 import { monthOf, nanoByMonth } from "../../src/domain/cost-records";
 import { DEFAULT_MAX_RUNS_IN_FLIGHT, budgetState, compareRunTotals, freshRecords, holdRefusal, remainingBudget, thresholdsReached, type Budget } from "../../src/domain/ledger";
 import { isNewerSubTotal, ledgerSubshards, monthSpend, subLedgersToAsk, type SubTotal } from "../../src/domain/ledger-subshards";
@@ -241,7 +241,8 @@ export class CustomerLedger extends DurableObject implements CustomerLedgerApi {
     this.ctx.storage.transactionSync(() => {
       const identity = this.subLedgerIdentity();
       if (identity && (identity.customerId !== customerId || identity.subLedger !== subLedger)) {
-        throw new Error(`validation_failed: this is sub-ledger ${identity.subLedger} of ${identity.customerId}, not ${subLedger} of ${customerId}`);
+        const message = `this object is sub-ledger ${identity.subLedger} of ${identity.customerId}, not ${subLedger} of ${customerId}`;
+        throw new DomainError("validation_failed", `Invalid request: subLedger: ${message}`, [{ field: "subLedger", message }]);
       }
       if (!identity) this.sql`INSERT INTO sub_ledger (id, customer_id, sub_ledger, report_version) VALUES (1, ${customerId}, ${subLedger}, 0)`;
       const run = this.sql<{ seq: number; months: string }>`SELECT seq, months FROM runs WHERE run_id = ${runId}`[0];
