@@ -579,8 +579,11 @@ export class CustomerLedger extends DurableObject implements CustomerLedgerApi {
         this.sql`UPDATE sub_ledger SET reports_sent = reports_sent + 1`;
       });
       this.reportFailures = 0;
-      // What arrived during the request waits for the alarm its delivery armed: one report per flush.
-      if (releases.length < RELEASES_PER_REPORT) return;
+      if (releases.length < RELEASES_PER_REPORT) {
+        // What arrived during the request goes in the next flush, not at once: one report per flush.
+        if (this.sql`SELECT 1 FROM primary_outbox UNION ALL SELECT 1 FROM primary_releases LIMIT 1`.length > 0) await this.armAlarm(Date.now() + SUBTOTAL_FLUSH_MS);
+        return;
+      }
     }
   }
 
@@ -657,7 +660,7 @@ export class CustomerLedger extends DurableObject implements CustomerLedgerApi {
     return limited;
   }
 
-  /** Keeps the one alarm at or before `at`. */
+  /** Keeps the one alarm at or before `at` (while the alarm runs, getAlarm() is null: a new one is set). */
   private async armAlarm(at: number) {
     const current = await this.ctx.storage.getAlarm();
     if (current === null || current > at) await this.ctx.storage.setAlarm(at);
