@@ -27,6 +27,8 @@ export default defineConfig({
           SECRET_WORKER_TOKEN: "worker-token-value-5f1c",
           // Pool controllers sample (and flush decisions to D1) every 200 ms while active, so tests see them soon.
           POOL_SAMPLE_MS: "200",
+          // test/integration/ledger-subshards.test.ts: these customers' costs go to cost sub-ledgers (ids no other file uses).
+          LEDGER_SUBSHARDS: JSON.stringify({ "hot-spread": 4, "hot-budget": 3, "hot-direct": 4 }),
           TEST_MIGRATIONS: migrations,
         },
         queueConsumers: {

@@ -6,14 +6,20 @@
  * (run, seq). What it counts goes on to D1 through an outbox written in the same transaction,
  * and a reconciliation compares its totals with D1's and repairs D1. The rules live in
  * src/domain/ledger.ts; this class persists and applies them.
+ *
+ * A hot customer (LEDGER_SUBSHARDS) also has cost sub-ledgers, objects of this same class named
+ * `${customerId}#${k}`: they count its runs' records and write their rollups to D1, and report
+ * their month totals to this, the primary, which keeps budgets, holds and admission
+ * (src/domain/ledger-subshards.ts).
  */
 import { DurableObject } from "cloudflare:workers";
 import type { z } from "zod";
 import { runStub } from "../run/rpc";
 import type { EventMessage, RunRollup } from "../../src/data-plane/messages";
-import { parseOrRefuse } from "../../src/domain/errors";
+import { DomainError, parseOrRefuse } from "../../src/domain/errors";
 import { monthOf, nanoByMonth } from "../../src/domain/cost-records";
 import { DEFAULT_MAX_RUNS_IN_FLIGHT, budgetState, compareRunTotals, freshRecords, holdRefusal, remainingBudget, thresholdsReached, type Budget } from "../../src/domain/ledger";
+import { isNewerSubTotal, ledgerSubshards, monthSpend, subLedgersToAsk, type SubTotal } from "../../src/domain/ledger-subshards";
 import { nanoToUsdString } from "../../src/domain/money";
 import { errorMessage, log } from "../../src/lib/log";
 import { countD1, countUsage } from "../../src/lib/usage";
@@ -26,6 +32,10 @@ import {
   ReconcileInputSchema,
   ReleaseInputSchema,
   ReserveInputSchema,
+  SubLedgerMonthInputSchema,
+  SubTotalsInputSchema,
+  ledgerStub,
+  subLedgerStub,
   type AdmitReply,
   type CustomerLedgerApi,
   type LedgerSummary,
@@ -33,6 +43,8 @@ import {
   type RecordReply,
   type ReconciliationReport,
   type ReserveReply,
+  type SubLedgerMonth,
+  type SubTotalsReply,
 } from "./rpc";
 
 const DAY_MS = 86_400_000;
@@ -43,6 +55,17 @@ const FORWARD_RETRY_MS = [1_000, 5_000, 15_000, 60_000, 300_000];
 const MESSAGE_BYTES = 100_000;
 const BATCH_BYTES = 200_000;
 const ROLLUP_ROWS_PER_OUTBOX_ROW = 200;
+/**
+ * A sub-ledger reports to its primary this long after the first delivery since its last report:
+ * every delivery meanwhile is in the same report, one total per month. The primary's view of the
+ * spend lags by this much; the holds a report settles stay held until it arrives.
+ */
+export const SUBTOTAL_FLUSH_MS = 500;
+const REPORT_RETRY_MS = [1_000, 5_000, 15_000, 60_000, 300_000];
+/** Holds and ended runs a report carries at most (the rest go in the next one, at once). */
+const RELEASES_PER_REPORT = 2_000;
+/** Runs per page a sub-ledger gives the primary's reconciliation. */
+const SUB_RUNS_PAGE = 5_000;
 /** Run objects told of a new budget per pass, and at once. */
 const SWEEP_PAGE = 200;
 const SWEEP_PARALLEL = 20;
@@ -53,6 +76,10 @@ export class CustomerLedger extends DurableObject implements CustomerLedgerApi {
   private forwarding: Promise<void> | null = null;
   private forwardAgain = false;
   private forwardFailures = 0;
+  private reporting: Promise<void> | null = null;
+  private reportFailures = 0;
+  /** On a sub-ledger: what the primary last said of the budget (a hint for the run; the primary's holds enforce it). */
+  private primaryExhausted = false;
 
   private ensureSchema() {
     if (this.schemaReady) return;
@@ -89,6 +116,17 @@ export class CustomerLedger extends DurableObject implements CustomerLedgerApi {
       holds: holds.map((h) => ({ id: h.id, runId: h.run_id, nanoUsd: h.nano_usd, expiresAt: h.expires_at })),
       runsInFlight: this.sql<{ n: number }>`SELECT COUNT(*) AS n FROM active_runs`[0]!.n,
       pendingForD1: this.sql<{ n: number }>`SELECT COUNT(*) AS n FROM outbox`[0]!.n,
+      subLedgers: this.sql<{ sub_ledger: number; month: string; nano_usd: string; version: number; updated_at: number }>`
+        SELECT sub_ledger, month, nano_usd, version, updated_at FROM sub_totals ORDER BY month, sub_ledger`.map((r) => ({
+        subLedger: r.sub_ledger,
+        month: r.month,
+        nanoUsd: r.nano_usd,
+        version: r.version,
+        updatedAt: r.updated_at,
+      })),
+      pendingForPrimary:
+        this.sql<{ n: number }>`SELECT COUNT(*) AS n FROM primary_outbox`[0]!.n + this.sql<{ n: number }>`SELECT COUNT(*) AS n FROM primary_releases`[0]!.n,
+      reportsSent: this.subLedgerIdentity()?.reportsSent ?? 0,
     };
   }
 
@@ -154,8 +192,9 @@ export class CustomerLedger extends DurableObject implements CustomerLedgerApi {
    */
   async record(input: z.input<typeof RecordInputSchema>): Promise<RecordReply> {
     countUsage("do_requests");
-    const { customerId, runId, records, rollup, final, releaseHolds } = parseOrRefuse(RecordInputSchema, input);
+    const { customerId, runId, records, rollup, final, releaseHolds, subLedger } = parseOrRefuse(RecordInputSchema, input);
     this.ensureSchema();
+    if (subLedger !== undefined) return this.recordAsSubLedger(customerId, subLedger, runId, records, rollup, final, releaseHolds);
     const now = Date.now();
     let counted = 0;
     this.ctx.storage.transactionSync(() => {
@@ -165,7 +204,7 @@ export class CustomerLedger extends DurableObject implements CustomerLedgerApi {
       const months: Record<string, string> = run ? JSON.parse(run.months) : {};
       const added = nanoByMonth(fresh.map((r) => ({ at: r.at, nanoUsd: BigInt(r.nanoUsd) })));
       for (const [month, nano] of added) {
-        this.sql`INSERT OR REPLACE INTO spend (month, nano_usd) VALUES (${month}, ${(this.spend(month) + nano).toString()})`;
+        this.sql`INSERT OR REPLACE INTO spend (month, nano_usd) VALUES (${month}, ${(this.ownSpend(month) + nano).toString()})`;
         months[month] = (BigInt(months[month] ?? "0") + nano).toString();
       }
       const holdIds = [...records.map((r) => r.holdId).filter((id): id is string => id !== null), ...releaseHolds];
@@ -184,6 +223,111 @@ export class CustomerLedger extends DurableObject implements CustomerLedgerApi {
   }
 
   /**
+   * A sub-ledger's record: counted and rolled up for D1 as the primary does, and in the same
+   * transaction its new month totals, the holds its records settle and the run's end are put in
+   * the report to the primary, which the alarm sends a moment later with whatever else arrived.
+   */
+  private async recordAsSubLedger(
+    customerId: string,
+    subLedger: number,
+    runId: string,
+    records: z.infer<typeof RecordInputSchema>["records"],
+    rollup: RunRollup,
+    final: boolean,
+    releaseHolds: string[],
+  ): Promise<RecordReply> {
+    const now = Date.now();
+    let counted = 0;
+    this.ctx.storage.transactionSync(() => {
+      const identity = this.subLedgerIdentity();
+      if (identity && (identity.customerId !== customerId || identity.subLedger !== subLedger)) {
+        const message = `this object is sub-ledger ${identity.subLedger} of ${identity.customerId}, not ${subLedger} of ${customerId}`;
+        throw new DomainError("validation_failed", `Invalid request: subLedger: ${message}`, [{ field: "subLedger", message }]);
+      }
+      if (!identity) this.sql`INSERT INTO sub_ledger (id, customer_id, sub_ledger, report_version) VALUES (1, ${customerId}, ${subLedger}, 0)`;
+      const run = this.sql<{ seq: number; months: string }>`SELECT seq, months FROM runs WHERE run_id = ${runId}`[0];
+      const fresh = freshRecords(records, run?.seq ?? 0);
+      counted = fresh.length;
+      const months: Record<string, string> = run ? JSON.parse(run.months) : {};
+      const added = nanoByMonth(fresh.map((r) => ({ at: r.at, nanoUsd: BigInt(r.nanoUsd) })));
+      if (added.size > 0) {
+        this.sql`UPDATE sub_ledger SET report_version = report_version + 1`;
+        const version = this.subLedgerIdentity()!.reportVersion;
+        for (const [month, nano] of added) {
+          const total = (this.ownSpend(month) + nano).toString();
+          this.sql`INSERT OR REPLACE INTO spend (month, nano_usd) VALUES (${month}, ${total})`;
+          // SET, not ADD: the row holds the month's latest total, however many deliveries came since the last report.
+          this.sql`INSERT OR REPLACE INTO primary_outbox (month, nano_usd, version) VALUES (${month}, ${total}, ${version})`;
+          months[month] = (BigInt(months[month] ?? "0") + nano).toString();
+        }
+      }
+      const holdIds = [...records.map((r) => r.holdId).filter((id): id is string => id !== null), ...releaseHolds];
+      for (const holdId of holdIds) this.sql`INSERT OR IGNORE INTO primary_releases (kind, id) VALUES ('hold', ${holdId})`;
+      if (final) this.sql`INSERT OR IGNORE INTO primary_releases (kind, id) VALUES ('ended_run', ${runId})`;
+      const seq = Math.max(run?.seq ?? 0, ...fresh.map((r) => r.seq));
+      if (!run || fresh.length > 0) {
+        this.sql`INSERT OR REPLACE INTO runs (run_id, seq, months, updated_at) VALUES (${runId}, ${seq}, ${JSON.stringify(months)}, ${now})`;
+      }
+      this.queueRollup(rollup);
+    });
+    if (this.sql`SELECT 1 FROM primary_outbox UNION ALL SELECT 1 FROM primary_releases LIMIT 1`.length > 0) await this.armAlarm(now + SUBTOTAL_FLUSH_MS);
+    await this.forward();
+    // The budget is the primary's: the run learns of it from the primary's holds before its next step.
+    return { counted, spendNanoUsd: this.ownSpend(monthOf(now)).toString(), limited: false, exhausted: this.primaryExhausted };
+  }
+
+  /**
+   * On the primary: a sub-ledger's report. Each month total replaces the one held only if newer
+   * (a redelivered or overtaken report applies nothing); the holds it names are settled and the
+   * runs it names are no longer in flight, in the same transaction as the totals that count them.
+   */
+  async applySubTotals(input: z.input<typeof SubTotalsInputSchema>): Promise<SubTotalsReply> {
+    countUsage("do_requests");
+    const report = parseOrRefuse(SubTotalsInputSchema, input);
+    this.ensureSchema();
+    const now = Date.now();
+    let applied = 0;
+    this.ctx.storage.transactionSync(() => {
+      applied = this.mergeSubTotals(report.subLedger, report.totals, now);
+      if (report.releaseHolds.length > 0) this.sql`DELETE FROM holds WHERE id IN (SELECT value FROM json_each(${JSON.stringify(report.releaseHolds)}))`;
+      if (report.endedRuns.length > 0) this.sql`DELETE FROM active_runs WHERE run_id IN (SELECT value FROM json_each(${JSON.stringify(report.endedRuns)}))`;
+      for (const total of report.totals) this.queueThresholdAlerts(report.customerId, total.month, now);
+    });
+    await this.forward();
+    return { applied, exhausted: this.readSummary(now).state === "exhausted" };
+  }
+
+  /**
+   * On a sub-ledger: its month for the primary's reconciliation. The total and the sum of its
+   * runs are read together, so they agree unless something is wrong; the runs come in pages.
+   */
+  async subLedgerMonth(input: z.input<typeof SubLedgerMonthInputSchema>): Promise<SubLedgerMonth> {
+    countUsage("do_requests");
+    const { month, afterRunId } = parseOrRefuse(SubLedgerMonthInputSchema, input);
+    this.ensureSchema();
+    const now = Date.now();
+    if (afterRunId === "") this.pruneDetail(now);
+    const path = `$."${month}"`;
+    const version = this.subLedgerIdentity()?.reportVersion ?? 0;
+    // Only the first page sums every run: that sum and the total are read in one go.
+    const runsNanoUsd =
+      afterRunId === ""
+        ? this.sql<{ amount: string }>`SELECT json_extract(months, ${path}) AS amount FROM runs WHERE json_extract(months, ${path}) IS NOT NULL`
+            .reduce((sum, r) => sum + BigInt(r.amount), 0n)
+            .toString()
+        : null;
+    const page = this.sql<{ run_id: string; amount: string }>`
+      SELECT run_id, json_extract(months, ${path}) AS amount FROM runs
+      WHERE run_id > ${afterRunId} AND json_extract(months, ${path}) IS NOT NULL ORDER BY run_id LIMIT ${SUB_RUNS_PAGE + 1}`;
+    return {
+      total: { month, nanoUsd: this.ownSpend(month).toString(), version },
+      runsNanoUsd,
+      runs: page.slice(0, SUB_RUNS_PAGE).map((r) => ({ runId: r.run_id, nanoUsd: String(r.amount) })),
+      more: page.length > SUB_RUNS_PAGE,
+    };
+  }
+
+  /**
    * Compares the ledger's month with D1's: the totals, and each run's. A run D1 lacks or holds
    * less of is repaired (its run object sends its rollup again); what nothing explains is
    * reported and alerted. Runs from the cron and, on demand, from GET /v1/customers/:id/ledger.
@@ -198,12 +342,15 @@ export class CustomerLedger extends DurableObject implements CustomerLedgerApi {
     const next = new Date(from);
     next.setUTCMonth(next.getUTCMonth() + 1);
     const to = next.getTime();
+    // The sub-ledgers first: their current totals replace what they last reported, so the
+    // ledger's side is exact now, not as of their last report.
+    const subLedgers = await this.readSubLedgers(customerId, month, now);
     const ledgerTotal = this.spend(month);
     const d1 = await this.d1RunTotals(customerId, from, to);
     const d1Total = [...d1.values()].reduce((a, b) => a + b, 0n);
     const detailKept = from >= now - DETAIL_KEPT_MS;
     const repaired: ReconciliationReport["repaired"] = [];
-    const unexplained: ReconciliationReport["unexplained"] = [];
+    const unexplained: ReconciliationReport["unexplained"] = [...subLedgers.unexplained];
     if (detailKept) {
       const ledgerRuns = new Map<string, bigint>();
       for (const row of this.sql<{ run_id: string; months: string }>`SELECT run_id, months FROM runs`) {
@@ -211,9 +358,12 @@ export class CustomerLedger extends DurableObject implements CustomerLedgerApi {
         if (amount !== undefined) ledgerRuns.set(row.run_id, BigInt(amount));
       }
       const runsTotal = [...ledgerRuns.values()].reduce((a, b) => a + b, 0n);
-      if (runsTotal !== ledgerTotal) {
-        unexplained.push({ runId: null, ledgerNanoUsd: ledgerTotal.toString(), d1NanoUsd: runsTotal.toString(), reason: "the ledger's month spend differs from the sum of its runs" });
+      const ownTotal = this.ownSpend(month);
+      if (runsTotal !== ownTotal) {
+        unexplained.push({ runId: null, ledgerNanoUsd: ownTotal.toString(), d1NanoUsd: runsTotal.toString(), reason: "the ledger's month spend differs from the sum of its runs" });
       }
+      // A run's costs meet one ledger only (its sub-ledger is chosen once, at its creation).
+      for (const [runId, amount] of subLedgers.runs) ledgerRuns.set(runId, (ledgerRuns.get(runId) ?? 0n) + amount);
       const { behind, unknown } = compareRunTotals(ledgerRuns, d1);
       await forEachLimited(behind, SWEEP_PARALLEL, async (diff) => {
         try {
@@ -254,6 +404,7 @@ export class CustomerLedger extends DurableObject implements CustomerLedgerApi {
   override async alarm(): Promise<void> {
     countUsage("do_requests");
     this.ensureSchema();
+    await this.reportToPrimary();
     await this.forward();
     if (this.budget().limitNanoUsd !== null && this.sql`SELECT 1 FROM active_runs WHERE limited = 0 LIMIT 1`.length > 0) await this.limitRunsInFlight();
   }
@@ -380,6 +531,114 @@ export class CustomerLedger extends DurableObject implements CustomerLedgerApi {
     }
   }
 
+  /**
+   * On a sub-ledger: sends the primary one report with every month total changed since the last
+   * acknowledged one (SET, by version) and the holds and ended runs waiting for it. A row is
+   * deleted only once acknowledged, and a total only if no newer one replaced it meanwhile. One
+   * pass at a time; a failure re-arms the alarm with backoff.
+   */
+  private reportToPrimary(): Promise<void> {
+    this.reporting ??= this.reportPass().finally(() => {
+      this.reporting = null;
+    });
+    return this.reporting;
+  }
+
+  private async reportPass() {
+    const identity = this.subLedgerIdentity();
+    if (!identity) return;
+    for (;;) {
+      const totals = this.sql<{ month: string; nano_usd: string; version: number }>`SELECT month, nano_usd, version FROM primary_outbox ORDER BY month LIMIT 24`;
+      const releases = this.sql<{ kind: string; id: string }>`SELECT kind, id FROM primary_releases LIMIT ${RELEASES_PER_REPORT}`;
+      if (totals.length === 0 && releases.length === 0) {
+        this.reportFailures = 0;
+        return;
+      }
+      const holds = releases.filter((r) => r.kind === "hold").map((r) => r.id);
+      const endedRuns = releases.filter((r) => r.kind === "ended_run").map((r) => r.id);
+      try {
+        const reply = await ledgerStub(this.env as Env, identity.customerId).applySubTotals({
+          customerId: identity.customerId,
+          subLedger: identity.subLedger,
+          totals: totals.map((t) => ({ month: t.month, nanoUsd: t.nano_usd, version: t.version })),
+          releaseHolds: holds,
+          endedRuns,
+        });
+        this.primaryExhausted = reply.exhausted;
+      } catch (err) {
+        const delay = REPORT_RETRY_MS[Math.min(this.reportFailures, REPORT_RETRY_MS.length - 1)]!;
+        this.reportFailures += 1;
+        log("ledger.report_failed", { customerId: identity.customerId, subLedger: identity.subLedger, months: totals.length, releases: releases.length, retryInMs: delay, error: errorMessage(err) }, "error");
+        await this.armAlarm(Date.now() + delay);
+        return;
+      }
+      this.ctx.storage.transactionSync(() => {
+        for (const t of totals) this.sql`DELETE FROM primary_outbox WHERE month = ${t.month} AND version = ${t.version}`;
+        if (holds.length > 0) this.sql`DELETE FROM primary_releases WHERE kind = 'hold' AND id IN (SELECT value FROM json_each(${JSON.stringify(holds)}))`;
+        if (endedRuns.length > 0) this.sql`DELETE FROM primary_releases WHERE kind = 'ended_run' AND id IN (SELECT value FROM json_each(${JSON.stringify(endedRuns)}))`;
+        this.sql`UPDATE sub_ledger SET reports_sent = reports_sent + 1`;
+      });
+      this.reportFailures = 0;
+      if (releases.length < RELEASES_PER_REPORT) {
+        // What arrived during the request goes in the next flush, not at once: one report per flush.
+        if (this.sql`SELECT 1 FROM primary_outbox UNION ALL SELECT 1 FROM primary_releases LIMIT 1`.length > 0) await this.armAlarm(Date.now() + SUBTOTAL_FLUSH_MS);
+        return;
+      }
+    }
+  }
+
+  /** On the primary: takes each total newer than the one held for sub-ledger `subLedger`; returns how many it took. */
+  private mergeSubTotals(subLedger: number, totals: readonly SubTotal[], now: number): number {
+    let applied = 0;
+    for (const total of totals) {
+      const held = this.sql<{ version: number }>`SELECT version FROM sub_totals WHERE sub_ledger = ${subLedger} AND month = ${total.month}`[0];
+      if (!isNewerSubTotal(held, total)) continue;
+      this.sql`INSERT OR REPLACE INTO sub_totals (sub_ledger, month, nano_usd, version, updated_at) VALUES (${subLedger}, ${total.month}, ${total.nanoUsd}, ${total.version}, ${now})`;
+      applied += 1;
+    }
+    return applied;
+  }
+
+  /**
+   * On the primary, for reconciliation: each sub-ledger's month (configured now or ever
+   * reported), its total taken as the newest report, and its runs' totals.
+   */
+  private async readSubLedgers(customerId: string, month: string, now: number): Promise<{ runs: Map<string, bigint>; unexplained: ReconciliationReport["unexplained"] }> {
+    const config = ledgerSubshards(this.env as Env);
+    const configured = typeof config === "string" ? undefined : config[customerId];
+    const reported = this.sql<{ sub_ledger: number }>`SELECT DISTINCT sub_ledger FROM sub_totals`.map((r) => r.sub_ledger);
+    const runs = new Map<string, bigint>();
+    const unexplained: ReconciliationReport["unexplained"] = [];
+    // An unreachable sub-ledger fails the reconciliation: its runs would look unknown to D1. The next one tries again.
+    await forEachLimited(subLedgersToAsk(configured, reported), SWEEP_PARALLEL, async (index) => {
+      const stub = subLedgerStub(this.env as Env, customerId, index);
+      for (let after = ""; ;) {
+        const page = await stub.subLedgerMonth({ month, afterRunId: after });
+        if (page.runsNanoUsd !== null) {
+          if (page.total.version > 0) {
+            this.ctx.storage.transactionSync(() => {
+              if (this.mergeSubTotals(index, [page.total], now) > 0) this.queueThresholdAlerts(customerId, month, now);
+            });
+          }
+          if (page.runsNanoUsd !== page.total.nanoUsd) {
+            unexplained.push({ runId: null, ledgerNanoUsd: page.total.nanoUsd, d1NanoUsd: page.runsNanoUsd, reason: `sub-ledger ${index}'s month spend differs from the sum of its runs` });
+          }
+        }
+        for (const r of page.runs) runs.set(r.runId, (runs.get(r.runId) ?? 0n) + BigInt(r.nanoUsd));
+        if (!page.more || page.runs.length === 0) return;
+        after = page.runs[page.runs.length - 1]!.runId;
+      }
+    });
+    return { runs, unexplained };
+  }
+
+  /** Who this object is when it is a cost sub-ledger (null: a primary ledger). */
+  private subLedgerIdentity(): { customerId: string; subLedger: number; reportVersion: number; reportsSent: number } | null {
+    const row = this.sql<{ customer_id: string; sub_ledger: number; report_version: number; reports_sent: number }>`
+      SELECT customer_id, sub_ledger, report_version, reports_sent FROM sub_ledger`[0];
+    return row ? { customerId: row.customer_id, subLedger: row.sub_ledger, reportVersion: row.report_version, reportsSent: row.reports_sent } : null;
+  }
+
   /** Tells every run admitted without a limit that it has one now; a run that has ended is forgotten. */
   private async limitRunsInFlight(): Promise<number> {
     const ids = this.sql<{ run_id: string }>`SELECT run_id FROM active_runs WHERE limited = 0 LIMIT ${SWEEP_PAGE}`.map((r) => r.run_id);
@@ -401,7 +660,7 @@ export class CustomerLedger extends DurableObject implements CustomerLedgerApi {
     return limited;
   }
 
-  /** Keeps the one alarm at or before `at`. */
+  /** Keeps the one alarm at or before `at` (while the alarm runs, getAlarm() is null: a new one is set). */
   private async armAlarm(at: number) {
     const current = await this.ctx.storage.getAlarm();
     if (current === null || current > at) await this.ctx.storage.setAlarm(at);
@@ -438,7 +697,13 @@ export class CustomerLedger extends DurableObject implements CustomerLedgerApi {
     return row ? { limitNanoUsd: row.limit_nano_usd === null ? null : BigInt(row.limit_nano_usd), softThresholds: JSON.parse(row.soft_thresholds) } : { limitNanoUsd: null, softThresholds: [] };
   }
 
+  /** The month's spend: what this object counted itself plus its sub-ledgers' latest totals. */
   private spend(month: string): bigint {
+    return monthSpend(this.ownSpend(month), this.sql<{ nanoUsd: string }>`SELECT nano_usd AS nanoUsd FROM sub_totals WHERE month = ${month}`);
+  }
+
+  /** What this object counted itself for the month. */
+  private ownSpend(month: string): bigint {
     return BigInt(this.sql<{ nano_usd: string }>`SELECT nano_usd FROM spend WHERE month = ${month}`[0]?.nano_usd ?? "0");
   }
 

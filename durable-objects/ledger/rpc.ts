@@ -3,6 +3,7 @@ import { z } from "zod";
 import { RunRollupSchema, IntegerText } from "../../src/data-plane/messages";
 import type { BudgetState } from "../../src/domain/ledger";
 import { MaxRunsInFlightSchema } from "../../src/domain/plan";
+import { SubLedgerIndexSchema, SubTotalSchema, subLedgerName } from "../../src/domain/ledger-subshards";
 
 export const BudgetInputSchema = z.object({
   limitNanoUsd: z.string().regex(/^\d+$/).nullable(),
@@ -53,6 +54,27 @@ export const RecordInputSchema = z.object({
   final: z.boolean().default(false),
   /** Holds let go with this delivery that no record settles (the run's allowance, at its end). */
   releaseHolds: z.array(z.string().min(1).max(200)).max(10).default([]),
+  /** Sent to sub-ledger k of the customer (the run's, chosen at its creation); absent: to the primary. */
+  subLedger: SubLedgerIndexSchema.optional(),
+});
+
+/**
+ * A sub-ledger's report to its primary: its latest month totals (SET, by version), the holds its
+ * records settled and the runs that ended, all applied in one transaction.
+ */
+export const SubTotalsInputSchema = z.object({
+  customerId: z.string().min(1),
+  subLedger: SubLedgerIndexSchema,
+  totals: z.array(SubTotalSchema).max(24),
+  releaseHolds: z.array(z.string().min(1).max(200)).max(5000).default([]),
+  endedRuns: z.array(z.string().min(1).max(100)).max(5000).default([]),
+});
+
+/** The primary asks a sub-ledger, at reconciliation, for its month: its total and a page of its runs. */
+export const SubLedgerMonthInputSchema = z.object({
+  month: z.string().regex(/^\d{4}-(0[1-9]|1[0-2])$/),
+  /** Runs after this id (paging); "" from the start. */
+  afterRunId: z.string().max(100).default(""),
 });
 
 export const ReconcileInputSchema = z.object({
@@ -69,6 +91,33 @@ export interface LedgerSummary {
   remainingNanoUsd: string | null;
   budget: z.infer<typeof BudgetInputSchema>;
   state: BudgetState;
+}
+
+export interface SubLedgerMonth {
+  /** The sub-ledger's current total for the month, at its report version (0: nothing counted yet). */
+  total: { month: string; nanoUsd: string; version: number };
+  /** On the first page: the sum of every run's total for the month, read with `total` (they must agree). */
+  runsNanoUsd: string | null;
+  /** A page of its runs' totals for the month, by run id. */
+  runs: { runId: string; nanoUsd: string }[];
+  /** More runs follow this page. */
+  more: boolean;
+}
+
+export interface SubTotalsReply {
+  /** Totals that replaced an older one (a redelivered or superseded report applies none). */
+  applied: number;
+  /** The customer's budget is spent, as the primary sees it now. */
+  exhausted: boolean;
+}
+
+export interface SubLedgerView {
+  subLedger: number;
+  month: string;
+  nanoUsd: string;
+  version: number;
+  /** When the primary last took a newer total for it (ms since the epoch). */
+  updatedAt: number;
 }
 
 export interface RecordReply {
@@ -106,6 +155,12 @@ export interface LedgerView extends LedgerSummary {
   runsInFlight: number;
   /** Messages for D1 (cost rollups, alerts) not yet handed to the events queue. */
   pendingForD1: number;
+  /** The latest month totals reported by this customer's cost sub-ledgers (none without LEDGER_SUBSHARDS). */
+  subLedgers: SubLedgerView[];
+  /** On a sub-ledger: reports not yet acknowledged by the primary (month totals, holds and ended runs). */
+  pendingForPrimary: number;
+  /** On a sub-ledger: reports the primary acknowledged (its requests to the primary, however many deliveries each covers). */
+  reportsSent: number;
 }
 
 export interface ReconciliationReport {
@@ -135,9 +190,23 @@ export interface CustomerLedgerApi {
   view(): Promise<LedgerView>;
   setBudget(input: z.input<typeof BudgetInputSchema>): Promise<LedgerSummary & { runsLimited: number }>;
   reconcile(input: z.input<typeof ReconcileInputSchema>): Promise<ReconciliationReport>;
+  /** On the primary: a sub-ledger's report. */
+  applySubTotals(input: z.input<typeof SubTotalsInputSchema>): Promise<SubTotalsReply>;
+  /** On a sub-ledger: its month, for the primary's reconciliation. */
+  subLedgerMonth(input: z.input<typeof SubLedgerMonthInputSchema>): Promise<SubLedgerMonth>;
 }
 
 /** The stub of customer `customerId`'s ledger (typed by hand, as runStub is). */
 export function ledgerStub(env: Env, customerId: string): CustomerLedgerApi {
   return env.CUSTOMER_LEDGER.get(env.CUSTOMER_LEDGER.idFromName(customerId)) as unknown as CustomerLedgerApi;
+}
+
+/** The stub of customer `customerId`'s cost sub-ledger `index`. */
+export function subLedgerStub(env: Env, customerId: string, index: number): CustomerLedgerApi {
+  return ledgerStub(env, subLedgerName(customerId, index));
+}
+
+/** Where a run's cost deliveries go: its sub-ledger when it has one, else the primary. */
+export function costLedgerStub(env: Env, customerId: string, subLedger: number | undefined): CustomerLedgerApi {
+  return subLedger === undefined ? ledgerStub(env, customerId) : subLedgerStub(env, customerId, subLedger);
 }

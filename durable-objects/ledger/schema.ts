@@ -4,10 +4,14 @@
  *  v1: budget, spend, alerted (and since-replaced holds and deduplication tables).
  *  v2: runs counted once by (run, seq), holds that expire, runs in flight, the outbox.
  *  v3: which runs in flight know of the budget (`limited`), for the per-customer cap.
+ *  v4: cost sub-ledgers (LEDGER_SUBSHARDS). On a sub-ledger: who it is and its report version
+ *      counter (`sub_ledger`), its month totals and settled holds / ended runs not yet
+ *      acknowledged by the primary (`primary_outbox`, `primary_releases`). On a primary: each
+ *      sub-ledger's latest month total (`sub_totals`).
  */
 import { addColumnIfNotExists } from "../sql";
 
-export const LEDGER_SCHEMA_VERSION = 3;
+export const LEDGER_SCHEMA_VERSION = 4;
 
 const BASE = `
   CREATE TABLE IF NOT EXISTS budget (id INTEGER PRIMARY KEY CHECK (id = 1), limit_nano_usd TEXT, soft_thresholds TEXT NOT NULL);
@@ -31,6 +35,16 @@ const MIGRATIONS: { version: number; up(storage: DurableObjectStorage): void }[]
         CREATE TABLE IF NOT EXISTS outbox (key TEXT PRIMARY KEY, version INTEGER NOT NULL, body TEXT NOT NULL);`),
   },
   { version: 3, up: (storage) => addColumnIfNotExists(storage, "active_runs", "limited", "INTEGER NOT NULL DEFAULT 0") },
+  {
+    version: 4,
+    // Nothing existing moves: a ledger that never was a sub-ledger nor had one gets empty tables.
+    up: (storage) =>
+      storage.sql.exec(`
+        CREATE TABLE IF NOT EXISTS sub_ledger (id INTEGER PRIMARY KEY CHECK (id = 1), customer_id TEXT NOT NULL, sub_ledger INTEGER NOT NULL, report_version INTEGER NOT NULL, reports_sent INTEGER NOT NULL DEFAULT 0);
+        CREATE TABLE IF NOT EXISTS primary_outbox (month TEXT PRIMARY KEY, nano_usd TEXT NOT NULL, version INTEGER NOT NULL);
+        CREATE TABLE IF NOT EXISTS primary_releases (kind TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (kind, id));
+        CREATE TABLE IF NOT EXISTS sub_totals (sub_ledger INTEGER NOT NULL, month TEXT NOT NULL, nano_usd TEXT NOT NULL, version INTEGER NOT NULL, updated_at INTEGER NOT NULL, PRIMARY KEY (sub_ledger, month));`),
+  },
 ];
 
 /** Creates or upgrades the schema to LEDGER_SCHEMA_VERSION; idempotent. */

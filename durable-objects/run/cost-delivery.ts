@@ -1,5 +1,6 @@
 /**
- * Delivers the run's cost journal to the customer's ledger: the records not yet acknowledged,
+ * Delivers the run's cost journal to the customer's ledger (or to the run's cost sub-ledger, for
+ * a customer with LEDGER_SUBSHARDS): the records not yet acknowledged,
  * with the run's whole rollup for D1. One delivery at a time; until the ledger acknowledges,
  * the alarm tries again with backoff, also after the run has ended. A delivery's own cost (the
  * ledger request, its rows, the message to D1 and the rows it writes) is billed in it, as
@@ -10,7 +11,7 @@ import type { RunState } from "../../src/domain/run-machine";
 import { isTerminalRun } from "../../src/domain/run-status";
 import type { TokenUsage } from "../../src/domain/token-usage";
 import { errorMessage, log } from "../../src/lib/log";
-import { ledgerStub, type RecordReply } from "../ledger/rpc";
+import { costLedgerStub, type RecordReply } from "../ledger/rpc";
 import type { CostJournal } from "./cost-journal";
 import { D1_ROWS_PER_ROLLUP_ROW, LEDGER_ROWS_PER_DELIVERY, overheadQuantities, QUEUE_OPERATIONS_PER_MESSAGE } from "./meters";
 import { runHoldId } from "./rpc";
@@ -111,7 +112,8 @@ export class CostDelivery {
     const upTo = records.length > 0 ? records[records.length - 1]!.seq : journal.lastSentSeq;
     const final = isTerminalRun(state.status) && blockedBy.length === 0;
     try {
-      const reply = await ledgerStub(this.host.env, state.def.customerId).record({
+      const subLedger = state.def.subLedger;
+      const reply = await costLedgerStub(this.host.env, state.def.customerId, subLedger).record({
         customerId: state.def.customerId,
         runId: state.def.id,
         records: records.map((r) => ({ seq: r.seq, at: r.at, nanoUsd: r.nanoUsd.toString(), holdId: r.holdId })),
@@ -119,6 +121,7 @@ export class CostDelivery {
         final,
         // The run's allowance for its life outside steps goes with its last delivery.
         releaseHolds: final && state.def.budgetLimited ? [runHoldId(state.def.id)] : [],
+        ...(subLedger === undefined ? {} : { subLedger }),
       });
       journal.markSent(upTo);
       this.failures = 0;

@@ -9,6 +9,7 @@ import type { JsonValue } from "../../src/domain/input-references";
 import { TokenUsageListSchema } from "../../src/domain/token-usage";
 import { truncateText } from "../../src/lib/text";
 import { SecretScopeSchema, type SecretScope } from "../../src/domain/secrets";
+import { SubLedgerIndexSchema } from "../../src/domain/ledger-subshards";
 
 /** RPC return types must be serializable: JSON values, not `unknown`. */
 export type JsonObject = { [key: string]: JsonValue };
@@ -38,6 +39,8 @@ export const RunDefinitionSchema = z.object({
   budgetLimited: z.boolean().optional(),
   /** The customer's plan weight: its share of a busy pool (fair sharing). */
   weight: z.number().positive().max(1000).optional(),
+  /** The customer's cost sub-ledger this run's costs are counted by (absent: its primary ledger). */
+  subLedger: SubLedgerIndexSchema.optional(),
   /** Whose secrets the steps may use, decided by the control plane from where the steps came from. */
   secretScope: SecretScopeSchema,
   createdAt: z.number(),

@@ -14,6 +14,24 @@ export const D1_BYTES_PER_RUN = 1_183;
 /** D1's maximum database size (Workers Paid). */
 export const D1_DATABASE_BYTES = 10e9;
 
+/** The ledger's requests per step by kind (bench, 5 steps per run): one admission and one cost delivery per run. */
+export const LEDGER_ADMISSIONS_PER_STEP = 0.2;
+export const LEDGER_DELIVERIES_PER_STEP = 0.2;
+
+/**
+ * The customer ledger of a customer with `subLedgers` cost sub-ledgers (LEDGER_SUBSHARDS), as two
+ * components: the primary keeps admission (its reports from the sub-ledgers, at most 2 a second
+ * each per month, do not grow with the step rate and are left out), the sub-ledgers share the
+ * cost deliveries. Past 1,000 ÷ (0.2 × the customer's share) steps/s the primary's admission binds.
+ */
+export function customerLedgerWithSubLedgers(subLedgers: number): Component[] {
+  const ledger = COMPONENTS.find((c) => c.name === "customer ledger")!;
+  return [
+    { ...ledger, name: "customer ledger, primary (admission, holds)", perStep: LEDGER_ADMISSIONS_PER_STEP, measured: "bench: admission per run", shards: 1 },
+    { ...ledger, name: "customer ledger, cost sub-ledgers", perStep: LEDGER_DELIVERIES_PER_STEP, measured: "bench: one cost delivery per run", shards: subLedgers },
+  ];
+}
+
 export const COMPONENTS: Component[] = [
   {
     name: "run objects (one per run)",
@@ -28,12 +46,15 @@ export const COMPONENTS: Component[] = [
   {
     name: "customer ledger",
     unit: "requests/s",
-    perStep: 0.4,
+    perStep: LEDGER_ADMISSIONS_PER_STEP + LEDGER_DELIVERIES_PER_STEP,
     measured: "bench: admission and one cost delivery per run",
     ceiling: 1_000,
     source: DO_LIMITS,
     shardedBy: "customer",
+    // Without LEDGER_SUBSHARDS (the default) a customer's every request meets its one ledger.
     shards: 1,
+    remedy:
+      "built: LEDGER_SUBSHARDS gives a hot customer N cost sub-ledgers (durable-objects/ledger/, src/domain/ledger-subshards.ts); its runs' deliveries go to jumpShard(runId, N), the primary keeps admission and holds and takes each sub-ledger's month totals at most twice a second (customerLedgerWithSubLedgers)",
   },
   {
     name: "rate limiter",

@@ -23,6 +23,8 @@ export interface Component {
   shardedBy: ShardedBy;
   /** Shards configured today (1: none). */
   shards: number;
+  /** What Runplane does, or has built, for when the hottest shard nears its ceiling. */
+  remedy?: string;
 }
 
 export interface Workload {

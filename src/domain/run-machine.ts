@@ -41,6 +41,12 @@ export interface RunDefinition extends RunIdentity {
   /** The customer's plan weight when the run was created: its share of a busy pool (absent: 1). */
   weight?: number;
   /**
+   * The customer's cost sub-ledger (LEDGER_SUBSHARDS) that counts this run's costs, chosen at its
+   * creation and kept, so a redelivered record always meets the same counter. Absent: the
+   * customer's primary ledger, as for every run before sub-ledgers existed.
+   */
+  subLedger?: number;
+  /**
    * Whose secrets the steps' {{secrets.…}} references resolve in: "platform" for the steps of a
    * platform-wide run type, else "customer:<id>". Runs from before secrets existed have none:
    * their customer's.

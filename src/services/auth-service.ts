@@ -3,6 +3,7 @@ import type { DrizzleD1Database } from "drizzle-orm/d1";
 import type { Principal } from "../domain/principal";
 import { apiKeys, customers } from "../db/schema";
 import { rateLimitDefaults, StoredPlanSchema } from "../domain/plan";
+import { ledgerSubshards } from "../domain/ledger-subshards";
 import { sha256Hex } from "../lib/ids";
 import { LruCache } from "../lib/lru";
 import { log } from "../lib/log";
@@ -43,6 +44,8 @@ export class AuthService {
     }
     const limits = rateLimitDefaults(this.env);
     if (typeof limits === "string") return limits;
+    const subshards = ledgerSubshards(this.env);
+    if (typeof subshards === "string") return subshards;
     return null;
   }
 

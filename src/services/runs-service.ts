@@ -8,6 +8,7 @@ import { DomainError } from "../domain/errors";
 import { cursorKey, pageOf, timeAndIdCursor } from "../domain/pagination";
 import { DEFAULT_POOL } from "../config/pools";
 import { DEFAULT_PLAN_WEIGHT } from "../domain/plan";
+import { ledgerSubshards, subLedgerOf } from "../domain/ledger-subshards";
 import { runs } from "../db/schema";
 import { isTerminalRun, type Priority, type RunStatus } from "../domain/run-status";
 import type { RetryPolicy } from "../domain/retry-policy";
@@ -70,6 +71,16 @@ export class RunsService {
     return runStub(this.env, runId);
   }
 
+  /**
+   * The run's cost sub-ledger when its customer has some (LEDGER_SUBSHARDS). A misconfigured
+   * value gives none (the API refuses to serve then anyway, naming it): the primary is always right.
+   */
+  private costSubLedger(customerId: string, runId: string): { subLedger?: number } {
+    const config = ledgerSubshards(this.env);
+    const subLedger = typeof config === "string" ? null : subLedgerOf(runId, config[customerId]);
+    return subLedger === null ? {} : { subLedger };
+  }
+
   private customerFor(principal: Principal, requested: string | undefined): string {
     if (principal.kind === "customer") {
       if (requested !== undefined && requested !== principal.customerId) {
@@ -129,6 +140,7 @@ export class RunsService {
       requestHash: await fingerprint({ ...body, customerId }),
       budgetLimited: admission.limited,
       weight: limits.weight ?? DEFAULT_PLAN_WEIGHT,
+      ...this.costSubLedger(customerId, id),
       createdAt: now,
     };
     let result: Awaited<ReturnType<RunCoordinatorApi["create"]>>;

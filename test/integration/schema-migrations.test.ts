@@ -55,6 +55,38 @@ describe("the ledger's schema", () => {
   });
 });
 
+describe("the ledger's schema, v3 to v4 (cost sub-ledgers)", () => {
+  it("adds the sub-ledger tables empty to a v3 ledger, keeping its spend, runs and outbox: it stays a primary", async () => {
+    const stub = env.CUSTOMER_LEDGER.get(env.CUSTOMER_LEDGER.idFromName(`schema-v3-${Math.random()}`));
+    await runInDurableObject(stub, async (_instance, state) => {
+      const storage = state.storage;
+      storage.sql.exec(`
+        CREATE TABLE budget (id INTEGER PRIMARY KEY CHECK (id = 1), limit_nano_usd TEXT, soft_thresholds TEXT NOT NULL);
+        CREATE TABLE spend (month TEXT PRIMARY KEY, nano_usd TEXT NOT NULL);
+        CREATE TABLE alerted (month TEXT NOT NULL, threshold REAL NOT NULL, PRIMARY KEY (month, threshold));
+        CREATE TABLE runs (run_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, months TEXT NOT NULL, updated_at INTEGER NOT NULL);
+        CREATE TABLE holds (id TEXT PRIMARY KEY, run_id TEXT NOT NULL, nano_usd TEXT NOT NULL, expires_at INTEGER NOT NULL);
+        CREATE TABLE active_runs (run_id TEXT PRIMARY KEY, admitted_at INTEGER NOT NULL, limited INTEGER NOT NULL DEFAULT 0);
+        CREATE TABLE outbox (key TEXT PRIMARY KEY, version INTEGER NOT NULL, body TEXT NOT NULL);
+        CREATE TABLE schema_meta (version INTEGER NOT NULL);
+        INSERT INTO schema_meta (version) VALUES (3);
+        INSERT INTO spend (month, nano_usd) VALUES ('2026-11', '987654321');
+        INSERT INTO runs (run_id, seq, months, updated_at) VALUES ('run_a', 3, '{"2026-11":"987654321"}', 1);
+        INSERT INTO outbox (key, version, body) VALUES ('rollup:run_a:0', 3, '{}');`);
+      ensureLedgerSchema(storage);
+      expect(versionOf(storage)).toBe(LEDGER_SCHEMA_VERSION);
+      expect(tables(storage)).toEqual(expect.arrayContaining(["sub_ledger", "primary_outbox", "primary_releases", "sub_totals"]));
+      for (const table of ["sub_ledger", "primary_outbox", "primary_releases", "sub_totals"]) expect(storage.sql.exec(`SELECT COUNT(*) AS n FROM ${table}`).toArray()).toEqual([{ n: 0 }]);
+      expect(storage.sql.exec("SELECT nano_usd FROM spend").toArray()).toEqual([{ nano_usd: "987654321" }]);
+      expect(storage.sql.exec("SELECT run_id, seq FROM runs").toArray()).toEqual([{ run_id: "run_a", seq: 3 }]);
+      expect(storage.sql.exec("SELECT key FROM outbox").toArray()).toEqual([{ key: "rollup:run_a:0" }]);
+      const before = JSON.stringify(tables(storage).map((t) => [t, columns(storage, t)]));
+      ensureLedgerSchema(storage);
+      expect(JSON.stringify(tables(storage).map((t) => [t, columns(storage, t)]))).toBe(before);
+    });
+  });
+});
+
 describe("the run object's schema", () => {
   it("upgrades a v2 run (steps without meter, resends, platform_failures) and keeps its steps", async () => {
     const stub = env.RUN_COORDINATOR.get(env.RUN_COORDINATOR.idFromName(`schema-run-v2-${Math.random()}`));

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { COMPONENTS } from "../../src/capacity/components";
-import { componentLoad, firstBottleneck, harmonic } from "../../src/capacity/model";
+import { COMPONENTS, customerLedgerWithSubLedgers } from "../../src/capacity/components";
+import { ceilingRate, componentLoad, firstBottleneck, harmonic } from "../../src/capacity/model";
 
 const zipfTop = 1 / harmonic(1000);
 const workload = (stepsPerSecond: number) => ({ stepsPerSecond, stepsPerRun: 5, hottestCustomerShare: zipfTop, hottestPoolShare: 1 });
@@ -34,5 +34,24 @@ describe("capacity model", () => {
     const next = firstBottleneck(sharded, workload(0));
     expect(next.name).toBe("D1 writes");
     expect(next.stepsPerSecond).toBeCloseTo(4545, 0);
+  });
+});
+
+describe("the hottest customer's ledger with cost sub-ledgers (LEDGER_SUBSHARDS)", () => {
+  const w = { stepsPerRun: 5, hottestCustomerShare: zipfTop, hottestPoolShare: 1 };
+  const [primary, subLedgers] = customerLedgerWithSubLedgers(8);
+
+  it("splits the ledger's 0.4 requests per step into admission on the primary and deliveries over the sub-ledgers", () => {
+    expect(primary!.perStep + subLedgers!.perStep).toBeCloseTo(byName("customer ledger").perStep, 10);
+    const at100k = { ...w, stepsPerSecond: 100_000 };
+    expect(componentLoad(subLedgers!, at100k).hottestShard).toBeCloseTo(334, 0);
+    expect(componentLoad(primary!, at100k).hottestShard).toBeCloseTo(2672, 0);
+  });
+
+  it("moves the ledger's ceiling from 18,700 to 37,400 steps/s, where the primary's admission binds", () => {
+    expect(ceilingRate(byName("customer ledger"), w)).toBeCloseTo(18_712, -1);
+    expect(ceilingRate(subLedgers!, w)).toBeCloseTo(8 * 37_425, -2);
+    expect(firstBottleneck([primary!, subLedgers!], w)).toMatchObject({ name: "customer ledger, primary (admission, holds)" });
+    expect(firstBottleneck([primary!, subLedgers!], w).stepsPerSecond).toBeCloseTo(37_425, -1);
   });
 });
