@@ -10,7 +10,7 @@
 import { FairQueue, type QueuedDispatch } from "../domain/fair-queue";
 import type { Priority } from "../domain/run-status";
 import { controllerShardOf } from "../../durable-objects/pool/rpc";
-import { jumpShard } from "../domain/sharding";
+import { subLedgerName, subLedgerOf } from "../domain/ledger-subshards";
 
 export interface SimulationConfig {
   stepsPerSecond: number;
@@ -26,8 +26,10 @@ export interface SimulationConfig {
   controllerShards: number;
   /** Cost sub-ledgers per customer, from configuration (1: the customer's own ledger only). */
   ledgerShardsOf: (customerId: string) => number;
-  /** Ledger requests per step (cost deliveries), the capacity model's figure. */
-  ledgerRequestsPerStep: number;
+  /** Requests per step on the customer's primary ledger (admission, holds), the capacity model's figure. */
+  ledgerAdmissionsPerStep: number;
+  /** Requests per step on the ledger that counts the run's costs (cost deliveries): the primary, or the run's sub-ledger. */
+  ledgerDeliveriesPerStep: number;
   /** Controller requests per step: an enqueue when dispatched and a done when the chain ends. */
   controllerRequestsPerStep: number;
   priorityMix: Record<Priority, number>;
@@ -94,9 +96,10 @@ function sample(cdf: Float64Array, u: number): number {
   return lo;
 }
 
-/** The ledger object a run's costs go to: the customer's own, or one of its configured sub-ledgers by the run. */
-export function ledgerFor(customerId: string, runId: string, subShards: number): string {
-  return subShards <= 1 ? customerId : `${customerId}#${jumpShard(runId, subShards)}`;
+/** The ledger object a run's costs go to: the customer's own, or the sub-ledger the run is pinned to (as RunsService pins it). */
+export function costLedgerFor(customerId: string, runId: string, subLedgers: number): string {
+  const index = subLedgerOf(runId, subLedgers);
+  return index === null ? customerId : subLedgerName(customerId, index);
 }
 
 /** Counts requests per key in one-second windows and keeps each key's peak. */
@@ -175,7 +178,8 @@ export function simulatePool(config: SimulationConfig): SimulationResult {
         waiting += 1;
         outcomes.get(customerId)!.arrived += 1;
         controllerLoad.add(`controller:${s}`, now, config.controllerRequestsPerStep);
-        ledgerLoad.add(ledgerFor(customerId, runId, config.ledgerShardsOf(customerId)), now, config.ledgerRequestsPerStep);
+        ledgerLoad.add(customerId, now, config.ledgerAdmissionsPerStep);
+        ledgerLoad.add(costLedgerFor(customerId, runId, config.ledgerShardsOf(customerId)), now, config.ledgerDeliveriesPerStep);
       }
     }
     for (let s = 0; s < shards.length; s++) {

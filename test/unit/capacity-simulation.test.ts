@@ -6,7 +6,7 @@
  * the figures move from 10k to 100k (printed as a table).
  */
 import { describe, expect, it } from "vitest";
-import { COMPONENTS } from "../../src/capacity/components";
+import { COMPONENTS, customerLedgerWithSubLedgers, LEDGER_ADMISSIONS_PER_STEP, LEDGER_DELIVERIES_PER_STEP } from "../../src/capacity/components";
 import { allocationDistance, simulatePool, waterFill, type SimulationConfig, type SimulationResult } from "../../src/capacity/simulation";
 import { jumpShard } from "../../src/domain/sharding";
 
@@ -16,20 +16,20 @@ const TARGET = 0.7;
 const CUSTOMERS = 1_000;
 const ZIPF = 1.0;
 const component = (name: string) => COMPONENTS.find((c) => c.name.startsWith(name))!;
-const LEDGER_PER_STEP = component("customer ledger").perStep;
 const CONTROLLER_PER_STEP = component("pool controller").perStep;
 /** Every tenth customer pays for weight 2, and the second-largest for weight 4. */
 const weightOf = (id: string) => (id === "cus_0002" ? 4 : Number(id.slice(4)) % 10 === 0 ? 2 : 1);
 
-/** The configuration an operator derives from the model for a rate: controller shards, and sub-ledgers for customers whose share would pass the target. */
+/** The configuration an operator derives from the model for a rate: controller shards, and LEDGER_SUBSHARDS for customers whose ledger would pass the target. */
 function configFor(stepsPerSecond: number): Pick<SimulationConfig, "controllerShards" | "ledgerShardsOf"> & { subLedgers: Record<string, number> } {
   let h = 0;
   for (let k = 1; k <= CUSTOMERS; k++) h += 1 / k ** ZIPF;
   const subLedgers: Record<string, number> = {};
   for (let k = 1; k <= CUSTOMERS; k++) {
-    const load = (stepsPerSecond * LEDGER_PER_STEP) / k ** ZIPF / h;
-    if (load <= DO_CEILING * TARGET) break;
-    subLedgers[`cus_${String(k).padStart(4, "0")}`] = Math.ceil(load / (DO_CEILING * TARGET));
+    const steps = stepsPerSecond / k ** ZIPF / h;
+    if (steps * (LEDGER_ADMISSIONS_PER_STEP + LEDGER_DELIVERIES_PER_STEP) <= DO_CEILING * TARGET) break;
+    // At least 2: one sub-ledger would only be the primary again.
+    subLedgers[`cus_${String(k).padStart(4, "0")}`] = Math.max(2, Math.ceil((steps * LEDGER_DELIVERIES_PER_STEP) / (DO_CEILING * TARGET)));
   }
   return {
     controllerShards: Math.ceil((stepsPerSecond * CONTROLLER_PER_STEP) / (DO_CEILING * TARGET)),
@@ -48,7 +48,8 @@ function run(stepsPerSecond: number, arrivalMs: number, overrides: Partial<Simul
     stepMs,
     // 10% short of the demand: contention all along, so the shares are the scheduler's doing.
     concurrency: Math.round(0.9 * ((stepsPerSecond * stepMs) / 1000)),
-    ledgerRequestsPerStep: LEDGER_PER_STEP,
+    ledgerAdmissionsPerStep: LEDGER_ADMISSIONS_PER_STEP,
+    ledgerDeliveriesPerStep: LEDGER_DELIVERIES_PER_STEP,
     controllerRequestsPerStep: CONTROLLER_PER_STEP,
     priorityMix: { high: 0.05, normal: 0.8, low: 0.15 },
     weightOf,
@@ -74,6 +75,7 @@ const percentile = (xs: number[], p: number) => {
 const mean = (xs: number[]) => xs.reduce((t, x) => t + x, 0) / Math.max(1, xs.length);
 
 const figures: Record<string, unknown>[] = [];
+const customerIdsByRank = Array.from({ length: CUSTOMERS }, (_, i) => `cus_${String(i + 1).padStart(4, "0")}`);
 
 describe.each([
   { stepsPerSecond: 10_000, arrivalMs: 3_000 },
@@ -82,17 +84,31 @@ describe.each([
   const result = run(stepsPerSecond, arrivalMs);
   const arrived = result.customers.reduce((t, c) => t + c.arrived, 0);
 
-  it("no controller shard and no ledger passes its ceiling, and everything is admitted in the end", () => {
+  it("no controller shard and no cost sub-ledger passes its ceiling, and everything is admitted in the end", () => {
     expect(result.admitted).toBe(arrived);
     expect(result.controllerShards).toHaveLength(result.config.controllerShards);
     expect(result.controllerShards[0]!.peakPerSecond).toBeLessThanOrEqual(DO_CEILING);
-    expect(result.ledgers[0]!.peakPerSecond).toBeLessThanOrEqual(DO_CEILING);
+    const subLedgers = result.ledgers.filter((l) => l.name.includes("#"));
+    if (stepsPerSecond >= 100_000) expect(subLedgers.length).toBeGreaterThan(0);
+    for (const l of subLedgers) expect(l.peakPerSecond).toBeLessThanOrEqual(DO_CEILING);
+  });
+
+  it("the primary ledgers pass the ceiling only where the model says admission binds (its 0.2 requests per step stay on the primary)", () => {
+    const over = result.ledgers.filter((l) => l.peakPerSecond > DO_CEILING).map((l) => l.name);
+    const primary = customerLedgerWithSubLedgers(8)[0]!;
+    // The model's customers over the ceiling: those whose admissions alone exceed it (Zipf 1: rank k sends 1/(k·H) of the steps).
+    let h = 0;
+    for (let k = 1; k <= CUSTOMERS; k++) h += 1 / k ** ZIPF;
+    const predicted = customerIdsByRank.filter((_, i) => (stepsPerSecond * primary.perStep) / ((i + 1) ** ZIPF * h) > DO_CEILING);
+    expect(over.sort()).toEqual(predicted.sort());
+    if (stepsPerSecond <= 10_000) expect(over).toEqual([]);
+    figures.push({ stepsPerSecond, primaryLedgersOverCeiling: over, hottestPrimaryPerS: Math.round(result.ledgers.find((l) => !l.name.includes("#"))!.peakPerSecond) });
   });
 
   it("without the shards the same traffic would pass the ceilings (the shards are what holds)", () => {
     const unsharded = run(stepsPerSecond, Math.min(arrivalMs, 1_000), { controllerShards: 1, ledgerShardsOf: () => 1 });
     expect(unsharded.controllerShards[0]!.peakPerSecond).toBeGreaterThan(DO_CEILING);
-    if (stepsPerSecond >= 100_000) expect(unsharded.ledgers[0]!.peakPerSecond).toBeGreaterThan(DO_CEILING);
+    if (stepsPerSecond >= 100_000) expect(unsharded.ledgers[0]!.peakPerSecond).toBeGreaterThan(result.ledgers.filter((l) => l.name.includes("#"))[0]!.peakPerSecond * 2);
   });
 
   it("capacity is shared by weight across shards as one fair queue would share it", () => {
@@ -127,8 +143,7 @@ describe.each([
       hottestControllerPerS: Math.round(result.controllerShards[0]!.peakPerSecond),
       coldestControllerPerS: Math.round(result.controllerShards.at(-1)!.peakPerSecond),
       subLedgers: Object.values(configFor(stepsPerSecond).subLedgers).reduce((t, n) => t + n, 0),
-      hottestLedger: result.ledgers[0]!.name,
-      hottestLedgerPerS: Math.round(result.ledgers[0]!.peakPerSecond),
+      hottestSubLedgerPerS: Math.round(result.ledgers.find((l) => l.name.includes("#"))?.peakPerSecond ?? 0),
       waitMsMean: { high: Math.round(mean(high)), normal: Math.round(mean(normal)), low: Math.round(mean(low)) },
       waitMsP99: { high: percentile(high, 0.99), normal: percentile(normal, 0.99), low: percentile(low, 0.99) },
       drainedAtMs: result.drainedAtMs,
