@@ -25,13 +25,13 @@ import { DurableObject } from "cloudflare:workers";
 import { drizzle } from "drizzle-orm/d1";
 import { z } from "zod";
 import type { JobMessage } from "../../src/data-plane/messages";
-import { getPool, type PoolConfig } from "../../src/config/pools";
+import { getPool, shardsOf, type PoolConfig } from "../../src/config/pools";
 import { poolConcurrencySamples, poolScalingDecisions } from "../../src/db/schema";
 import { parseOrRefuse } from "../../src/domain/errors";
 import { FairQueue, type QueuedDispatch } from "../../src/domain/fair-queue";
 import { advanceMeter, emptyMeter, PoolMeterSchema, processingRateOf, recordSteps, utilizationOf, type PoolMeter } from "../../src/domain/pool-meter";
 import type { Priority } from "../../src/domain/run-status";
-import { decideConcurrency, initialHistory, ScalingPolicySchema, type ScalingHistory, type ScalingPolicy } from "../../src/domain/scaling-policy";
+import { decideConcurrency, initialHistory, ScalingPolicySchema, shardPolicy, type ScalingHistory, type ScalingPolicy } from "../../src/domain/scaling-policy";
 import { cloudflareApiConfig, consumerConcurrencyFor, setConsumerMaxConcurrency } from "../../src/lib/cloudflare-queues";
 import { configureLogging, errorMessage, log } from "../../src/lib/log";
 import { countD1, countUsage } from "../../src/lib/usage";
@@ -142,7 +142,7 @@ export class PoolController extends DurableObject implements PoolControllerApi {
   }
 
   private get policy(): ScalingPolicy {
-    return this.policyOverride ?? this.config.defaultPolicy;
+    return this.policyOverride ?? shardPolicy(this.config.defaultPolicy, this.shards);
   }
 
   private get desired(): number {
@@ -151,6 +151,11 @@ export class PoolController extends DurableObject implements PoolControllerApi {
 
   private get slotLeaseMs(): number {
     return Number(this.env_.POOL_SLOT_LEASE_MS) || DEFAULT_SLOT_LEASE_MS;
+  }
+
+  /** This pool's controller shards in this deployment (POOL_SHARDS, or the pool's own count). */
+  private get shards(): number {
+    return shardsOf(this.env_, this.config);
   }
 
   private get sampleMs(): number {
@@ -561,14 +566,14 @@ export class PoolController extends DurableObject implements PoolControllerApi {
         this.pushing = null;
       }
       // The desired concurrency moved while the push was under way: push again.
-      if (this.pushRetryAt === null && consumerConcurrencyFor(this.desired, this.config.messagesPerInvocation) !== this.pushed && this.config.shards === 1) this.pushDesired();
+      if (this.pushRetryAt === null && consumerConcurrencyFor(this.desired, this.config.messagesPerInvocation) !== this.pushed && this.shards === 1) this.pushDesired();
     })();
     this.ctx.waitUntil(this.pushing);
   }
 
   private async otherShardsDesired(): Promise<number> {
     let sum = 0;
-    for (let shard = 0; shard < this.config.shards; shard++) {
+    for (let shard = 0; shard < this.shards; shard++) {
       if (shard === this.shard) continue;
       sum += (await poolControllerStub(this.env_, this.config.name, shard).status({ pool: this.config.name, shard })).desiredConcurrency;
     }

@@ -1,6 +1,6 @@
 /** The pool controller's RPC contract: zod schemas for what callers send, types for what they get. */
 import { z } from "zod";
-import { getPool } from "../../src/config/pools";
+import { getPool, shardsOf } from "../../src/config/pools";
 import { jumpShard } from "../../src/domain/sharding";
 import { PRIORITIES } from "../../src/domain/run-status";
 import { ScalingPolicySchema, type ScalingPolicy } from "../../src/domain/scaling-policy";
@@ -119,6 +119,7 @@ export function poolControllerStub(env: Env, pool: string, shard: number): PoolC
 
 /** Every shard of a pool, as [shard, stub]. */
 export function poolShards(env: Env, pool: string): [number, PoolControllerApi][] {
-  const shards = getPool(pool)?.shards ?? 1;
+  const config = getPool(pool);
+  const shards = config ? shardsOf(env, config) : 1;
   return Array.from({ length: shards }, (_, shard) => [shard, poolControllerStub(env, pool, shard)]);
 }

@@ -5,7 +5,7 @@
  * deadline the alarm resends it by, a dead letter stays in the outbox until the queue takes it,
  * and the index is rewritten whole by its next update or by the reconciler.
  */
-import { getPool } from "../../src/config/pools";
+import { getPool, shardsOf } from "../../src/config/pools";
 import { controllerShardOf, poolControllerStub } from "../pool/rpc";
 import type { Dispatch, RunState } from "../../src/domain/run-machine";
 import { isDeadLettered } from "../../src/domain/run-status";
@@ -74,7 +74,7 @@ export class RunEffects {
     if (dispatches.length === 0) return;
     const pool = getPool(state.def.pool);
     if (!pool) throw new Error(`run ${state.def.id} names unknown pool ${state.def.pool}`);
-    const shard = controllerShardOf(state.def.id, pool.shards);
+    const shard = controllerShardOf(state.def.id, shardsOf(this.env, pool));
     const enqueuedAt = Date.now();
     try {
       await poolControllerStub(this.env, pool.name, shard).enqueue({

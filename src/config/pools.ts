@@ -3,7 +3,9 @@
  * for `heavy`, wrangler.heavy.toml), its controller shards (durable-objects/pool/) and its default
  * scaling policy. README "Pools and scaling" says how to add one.
  */
+import { z } from "zod";
 import type { ScalingPolicy } from "../domain/scaling-policy";
+import { parseJsonVar } from "../lib/json-var";
 
 export interface PoolConfig {
   name: string;
@@ -52,7 +54,9 @@ export const POOLS: Record<string, PoolConfig> = {
       targetDepth: 1,
       scaleUpThreshold: 0,
       scaleDownThreshold: 0,
-      cooldownUpMs: 1_000,
+      // Up at once, as HPA's default scale-up (no stabilization): a slot costs nothing to add, and
+      // a 1 s cooldown cost the bench's p95 a second. Flapping is held by the down side.
+      cooldownUpMs: 0,
       cooldownDownMs: 30_000,
       stabilizationWindowMs: 30_000,
       minConcurrency: 0,
@@ -102,3 +106,24 @@ export const poolNames = () => Object.keys(POOLS);
 export const getPool = (name: string): PoolConfig | undefined => (Object.hasOwn(POOLS, name) ? POOLS[name] : undefined);
 export const poolForJobQueue = (queue: string) => Object.values(POOLS).find((p) => p.jobQueue === queue);
 export const poolForDeadLetterQueue = (queue: string) => Object.values(POOLS).find((p) => p.deadLetterQueue === queue);
+
+/** More controller shards than this would mostly add fan-out to every GET and PUT of the pool. */
+export const MAX_POOL_SHARDS = 64;
+
+/** POOL_SHARDS: pool name → its number of controller shards, overriding the pool's `shards`. */
+export const PoolShardsSchema = z.record(z.string(), z.number().int().min(1).max(MAX_POOL_SHARDS)).superRefine((counts, ctx) => {
+  for (const name of Object.keys(counts)) {
+    if (!getPool(name)) ctx.addIssue({ code: "custom", path: [name], message: `names no pool (pools: ${poolNames().join(", ")})` });
+  }
+});
+
+/** The deployment's controller shard counts from POOL_SHARDS (absent or empty: each pool's own); an unusable value is an error sentence. */
+export function poolShardCounts(env: { POOL_SHARDS?: string }): Record<string, number> | string {
+  return parseJsonVar("POOL_SHARDS", env.POOL_SHARDS, PoolShardsSchema, {}, `an object mapping pool names to integers from 1 to ${MAX_POOL_SHARDS}, such as {"standard": 6}`);
+}
+
+/** How many controller shards `pool` has in this deployment (a misconfigured POOL_SHARDS is reported elsewhere; here the pool's own count holds). */
+export function shardsOf(env: { POOL_SHARDS?: string }, pool: PoolConfig): number {
+  const counts = poolShardCounts(env);
+  return typeof counts === "string" ? pool.shards : (counts[pool.name] ?? pool.shards);
+}

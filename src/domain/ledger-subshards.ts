@@ -8,6 +8,7 @@
  * of those latest totals.
  */
 import { z } from "zod";
+import { parseJsonVar } from "../lib/json-var";
 import { jumpShard } from "./sharding";
 
 /** More than this many sub-ledgers would mostly add reports and reconciliation fan-out. */
@@ -24,20 +25,7 @@ export type LedgerSubshards = z.infer<typeof LedgerSubshardsSchema>;
  * value is an error string, reported like any other misconfiguration.
  */
 export function ledgerSubshards(env: { LEDGER_SUBSHARDS?: string }): LedgerSubshards | string {
-  const text = String(env.LEDGER_SUBSHARDS ?? "").trim();
-  if (text === "") return {};
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    return `LEDGER_SUBSHARDS is not JSON; it must be an object such as {"cus_abc": 8}`;
-  }
-  const parsed = LedgerSubshardsSchema.safeParse(json);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    return `LEDGER_SUBSHARDS ${issue.path.length ? `"${issue.path.join(".")}"` : ""}: ${issue.message}; it must map customer ids to integers from 1 to ${MAX_LEDGER_SUBSHARDS}`;
-  }
-  return parsed.data;
+  return parseJsonVar("LEDGER_SUBSHARDS", env.LEDGER_SUBSHARDS, LedgerSubshardsSchema, {}, `an object mapping customer ids to integers from 1 to ${MAX_LEDGER_SUBSHARDS}, such as {"cus_abc": 8}`);
 }
 
 /** Which of its customer's cost sub-ledgers an object or a run's costs are (absent: the primary ledger). */

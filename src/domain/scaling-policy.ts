@@ -185,3 +185,13 @@ export function decideConcurrency(policy: ScalingPolicy, signals: ScalingSignals
 }
 
 const pct = (x: number | null) => (x === null ? "n/a" : `${Math.round(x * 100)}%`);
+
+/**
+ * One controller shard's policy when a pool has `shards` of them: each owns its share of the
+ * pool's bounds (rounded up, and at least one slot), so the shards together stay within the
+ * pool's min and max; every other knob is the pool's.
+ */
+export function shardPolicy(policy: ScalingPolicy, shards: number): ScalingPolicy {
+  if (shards <= 1) return policy;
+  return { ...policy, minConcurrency: Math.ceil(policy.minConcurrency / shards), maxConcurrency: Math.max(1, Math.ceil(policy.maxConcurrency / shards)) };
+}

@@ -4,6 +4,7 @@ import type { Principal } from "../domain/principal";
 import { apiKeys, customers } from "../db/schema";
 import { rateLimitDefaults, StoredPlanSchema } from "../domain/plan";
 import { ledgerSubshards } from "../domain/ledger-subshards";
+import { poolShardCounts } from "../config/pools";
 import { sha256Hex } from "../lib/ids";
 import { LruCache } from "../lib/lru";
 import { log } from "../lib/log";
@@ -46,6 +47,8 @@ export class AuthService {
     if (typeof limits === "string") return limits;
     const subshards = ledgerSubshards(this.env);
     if (typeof subshards === "string") return subshards;
+    const poolShards = poolShardCounts(this.env);
+    if (typeof poolShards === "string") return poolShards;
     return null;
   }
 

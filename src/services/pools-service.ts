@@ -7,10 +7,10 @@ import { and, asc, eq, gte, lt, sql } from "drizzle-orm";
 import type { DrizzleD1Database } from "drizzle-orm/d1";
 import { poolShards } from "../../durable-objects/pool/rpc";
 import type { PoolShardStatus, ScalingDecisionRecord } from "../../durable-objects/pool/rpc";
-import { getPool, POOLS, type PoolConfig } from "../config/pools";
+import { getPool, POOLS, shardsOf, type PoolConfig } from "../config/pools";
 import { poolConcurrencySamples, poolScalingDecisions } from "../db/schema";
 import { DomainError, validationFailed } from "../domain/errors";
-import { ScalingPolicySchema, type ScalingPolicy } from "../domain/scaling-policy";
+import { ScalingPolicySchema, shardPolicy, type ScalingPolicy } from "../domain/scaling-policy";
 import { errorMessage, log } from "../lib/log";
 
 /** The most points a series answers with; a longer range gets wider buckets. */
@@ -64,11 +64,7 @@ export class PoolsService {
     const parsed = ScalingPolicySchema.safeParse({ ...pool.defaultPolicy, ...input });
     if (!parsed.success) throw validationFailed(parsed.error);
     const policy = parsed.data;
-    // Shards share the pool's bounds: each gets its part (rounded up), so the pool's total stays within them.
-    const perShard: ScalingPolicy =
-      pool.shards > 1
-        ? { ...policy, minConcurrency: Math.ceil(policy.minConcurrency / pool.shards), maxConcurrency: Math.max(1, Math.ceil(policy.maxConcurrency / pool.shards)) }
-        : policy;
+    const perShard = shardPolicy(policy, shardsOf(this.env, pool));
     const statuses = await this.shards(pool, (stub, shard) => stub.setPolicy({ pool: pool.name, shard, policy: perShard }));
     log("pools.policy_set", { pool: pool.name, policy });
     return this.present(pool, statuses, policy);
@@ -100,7 +96,7 @@ export class PoolsService {
         .where(where)
         .groupBy(poolConcurrencySamples.shard, bucket)
         .orderBy(asc(bucket))
-        .limit(MAX_SERIES_POINTS * pool.shards + pool.shards),
+        .limit(MAX_SERIES_POINTS * shardsOf(this.env, pool) + shardsOf(this.env, pool)),
       this.db
         .select()
         .from(poolScalingDecisions)
@@ -150,7 +146,7 @@ export class PoolsService {
       description: pool.description,
       queue: pool.jobQueue,
       deadLetterQueue: pool.deadLetterQueue,
-      shards: pool.shards,
+      shards: shardsOf(this.env, pool),
       depth: sum((s) => s.depth),
       depthByPriority: {
         high: sum((s) => s.depthByPriority.high),
@@ -163,7 +159,7 @@ export class PoolsService {
       processingRate: sum((s) => s.processingRate),
       waitingCustomers: sum((s) => s.waitingCustomers),
       oldestWaitingMs: Math.max(...statuses.map((s) => s.oldestWaitingMs)),
-      policy: policy ?? (pool.shards > 1 ? { ...shard0.policy, minConcurrency: sum((s) => s.policy.minConcurrency), maxConcurrency: sum((s) => s.policy.maxConcurrency) } : shard0.policy),
+      policy: policy ?? (shardsOf(this.env, pool) > 1 ? { ...shard0.policy, minConcurrency: sum((s) => s.policy.minConcurrency), maxConcurrency: sum((s) => s.policy.maxConcurrency) } : shard0.policy),
       recentDecisions: statuses
         .flatMap((s) => s.recentDecisions)
         .sort((a, b) => b.at - a.at)

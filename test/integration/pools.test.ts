@@ -313,6 +313,23 @@ describe("the controller's RPCs", () => {
   });
 });
 
+describe("a pool with several controller shards (POOL_SHARDS)", () => {
+  it("splits a PUT policy's bounds over the shards, and GET sums them back: the pool's total stays within the policy", async () => {
+    const { PoolsService } = await import("../../src/services/pools-service");
+    const { drizzle } = await import("drizzle-orm/d1");
+    const twoShards = new PoolsService({ ...env, POOL_SHARDS: JSON.stringify({ heavy: 2 }) } as Env, drizzle(env.DB));
+    const before = await getPoolView("heavy");
+    const policy = { ...before.policy, minConcurrency: 0, maxConcurrency: 6 };
+    const saved = await twoShards.setPolicy("heavy", policy);
+    expect(saved).toMatchObject({ shards: 2, policy: { maxConcurrency: 6 } });
+    for (const shard of [0, 1]) expect((await poolControllerStub(env, "heavy", shard).status({ pool: "heavy", shard })).policy.maxConcurrency).toBe(3);
+    const viewed = await twoShards.get("heavy");
+    expect(viewed).toMatchObject({ shards: 2, policy: { minConcurrency: 0, maxConcurrency: 6 } });
+    // Back to one shard, as the rest of the suite expects.
+    await api("PUT", "/v1/pools/heavy/policy", { body: before.policy });
+  });
+});
+
 describe("a scheduler fault", () => {
   afterEach(() => vi.restoreAllMocks());
 

@@ -1,0 +1,24 @@
+/**
+ * A deployment setting that holds JSON (LEDGER_SUBSHARDS, POOL_SHARDS): parsed and checked by
+ * `schema`, absent or empty as `empty`. An unusable value comes back as a sentence naming the
+ * setting and the fault, which the platform reports as a misconfiguration (503 on /v1, named
+ * by /health) rather than guessing.
+ */
+import type { z } from "zod";
+
+export function parseJsonVar<S extends z.ZodType>(name: string, raw: unknown, schema: S, empty: z.output<S>, expected: string): z.output<S> | string {
+  const text = String(raw ?? "").trim();
+  if (text === "") return empty;
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    return `${name} is not JSON; it must be ${expected}`;
+  }
+  const parsed = schema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    return `${name} ${issue.path.length ? `"${issue.path.join(".")}"` : ""}: ${issue.message}; it must be ${expected}`;
+  }
+  return parsed.data;
+}
