@@ -10,7 +10,7 @@
  */
 import { mkdirSync, rmSync } from "node:fs";
 import path from "node:path";
-import { request } from "./lib/api.mjs";
+import { createRunplaneClient } from "../clients/typescript/src/index.ts";
 import { ROOT } from "./lib/root.mjs";
 import { applyLocalMigrations, ramDisk, signalGroup, spawnDev, waitForHealth } from "./lib/runtime.mjs";
 
@@ -66,17 +66,15 @@ async function main() {
     const health = await waitForHealth(base, child);
     if (!health.up) throw new Error(`runtime did not start; see ${logFile}`);
   }
-  const call = async (method, route, body, key = opts.admin) => {
-    const res = await request(base, method, route, { body, key });
-    if (!res.ok) throw new Error(`${method} ${route} → ${res.status} ${res.text.slice(0, 300)}`);
-    return res.text ? JSON.parse(res.text) : null;
-  };
+  const admin = createRunplaneClient({ baseUrl: base, apiKey: opts.admin, timeoutMs: 30_000 });
+  const pool = { params: { path: { name: opts.pool } } };
   try {
     const id = `burst-${Date.now().toString(36)}`;
-    const { apiKey } = await call("POST", "/v1/customers", { id, name: "Burst", plan: { rateLimit: { requestsPerSecond: 100_000, burst: 1_000_000 }, maxRunsInFlight: 1_000_000 } });
-    const before = (await call("GET", `/v1/pools/${opts.pool}`)).pool;
-    if (opts.max !== null) await call("PUT", `/v1/pools/${opts.pool}/policy`, { ...before.policy, maxConcurrency: opts.max });
-    const policy = (await call("GET", `/v1/pools/${opts.pool}`)).pool.policy;
+    const { apiKey } = await admin.POST("/v1/customers", { body: { id, name: "Burst", plan: { rateLimit: { requestsPerSecond: 100_000, burst: 1_000_000 }, maxRunsInFlight: 1_000_000 } } });
+    const customer = createRunplaneClient({ baseUrl: base, apiKey, timeoutMs: 30_000 });
+    const before = (await admin.GET("/v1/pools/{name}", pool)).pool;
+    if (opts.max !== null) await admin.PUT("/v1/pools/{name}/policy", { ...pool, body: { ...before.policy, maxConcurrency: opts.max } });
+    const policy = (await admin.GET("/v1/pools/{name}", pool)).pool.policy;
     console.log(`burst: ${opts.runs} runs × ${opts.steps} synthetic steps of ${opts.stepMs} ms on pool ${opts.pool}; policy ${JSON.stringify(policy)}`);
     const t0 = Date.now();
     let next = 0;
@@ -84,7 +82,7 @@ async function main() {
     const submit = Promise.all(Array.from({ length: opts.concurrency }, async () => {
       while (next < opts.runs) {
         next++;
-        await call("POST", "/v1/runs", body, apiKey);
+        await customer.POST("/v1/runs", { body });
       }
     }));
     let submitted = false;
@@ -92,14 +90,14 @@ async function main() {
     let peak = { depth: 0, inFlight: 0, desired: 0 };
     for (;;) {
       await sleep(500);
-      const p = (await call("GET", `/v1/pools/${opts.pool}`)).pool;
+      const p = (await admin.GET("/v1/pools/{name}", pool)).pool;
       peak = { depth: Math.max(peak.depth, p.depth), inFlight: Math.max(peak.inFlight, p.inFlight), desired: Math.max(peak.desiredConcurrency ?? 0, peak.desired, p.desiredConcurrency) };
       if (p.inFlight > p.desiredConcurrency) console.log(`  !! in flight ${p.inFlight} above desired ${p.desiredConcurrency}`);
       if (submitted && p.depth === 0 && p.inFlight === 0 && p.desiredConcurrency === 0 && p.nextTimerAt === null) break;
       if (Date.now() - t0 > 15 * 60_000) throw new Error("the pool did not come back to zero within 15 minutes");
     }
     const tEnd = Date.now();
-    const series = await call("GET", `/v1/pools/${opts.pool}/series?from=${new Date(t0 - 1000).toISOString()}&to=${new Date(tEnd + 1000).toISOString()}`);
+    const series = await admin.GET("/v1/pools/{name}/series", { params: { path: { name: opts.pool }, query: { from: new Date(t0 - 1000).toISOString(), to: new Date(tEnd + 1000).toISOString() } } });
     const at = (iso) => `+${((Date.parse(iso) - t0) / 1000).toFixed(1).padStart(5)} s`;
     console.log(`\nscaling decisions (${series.decisions.length}):`);
     console.log("  time      from → to   depth  in flight  utilization  reason");

@@ -49,6 +49,13 @@ const COMPONENTS = [
   ["run object creation and schema", ["create", "createSchema", "migrateSchema"]],
   ["API request (auth, validation, Hono)", ["authenticate", "fetch", "dispatch", "compose", "validator"]],
 ];
+/**
+ * Components whose entry owns all that runs beneath it (the pool controller's RPCs: its logs,
+ * storage and state are its cost, not the rooms whose helper names they share).
+ */
+const OWNING = [["pool controller (admission, scaling)", ["enqueue", "done", "renew"]]];
+const ownerOf = new Map();
+for (const [name, fns] of OWNING) for (const fn of fns) ownerOf.set(fn, name);
 const componentOf = new Map();
 for (const [name, fns] of COMPONENTS) for (const fn of fns) if (!componentOf.has(fn)) componentOf.set(fn, { name });
 
@@ -88,6 +95,13 @@ function attribute(profile) {
   const componentFor = (nodeId) => {
     if (cache.has(nodeId)) return cache.get(nodeId);
     let best = null;
+    for (let id = nodeId; id !== undefined; id = parent.get(id)) {
+      const owner = ownerOf.get(byId.get(id).callFrame.functionName);
+      if (owner) {
+        cache.set(nodeId, owner);
+        return owner;
+      }
+    }
     for (let id = nodeId; id !== undefined; id = parent.get(id)) {
       const fn = byId.get(id).callFrame.functionName;
       const hit = componentOf.get(fn);

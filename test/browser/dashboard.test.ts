@@ -257,7 +257,7 @@ describe("the dashboard, served by the Worker", () => {
     const { page } = w;
     await signIn(page, ADMIN_KEY);
     await visit(page, "#/pools", "pools");
-    // An idle pool has no samples in its series: the first live poll draws the first point.
+    // An idle pool has no samples in its series: the page starts it with the pool's state now, and the first live poll adds a point.
     await page.locator(`figure[data-chart="pool-${pool.name}"][data-samples]`).waitFor({ timeout: 15_000 });
     expect(await seriesPixels(page, `pool-${pool.name}`, [0x2e, 0x85, 0x40])).toBeGreaterThan(0);
     const form = page.getByRole("form", { name: `Scaling policy of ${pool.name}` });

@@ -171,7 +171,16 @@ describe("pool meter", () => {
     let r = emptyMeter(0);
     for (let t = 100; t <= 120_000; t += 100) r = recordSteps(advanceMeter(r, t, 1, 1, 30_000), 2);
     // 2 steps every 100 ms: 20 steps/s.
-    expect(processingRateOf(r, 30_000)).toBeGreaterThan(19);
-    expect(processingRateOf(r, 30_000)).toBeLessThan(21);
+    expect(processingRateOf(r)).toBeGreaterThan(19);
+    expect(processingRateOf(r)).toBeLessThan(21);
+  });
+
+  it("reads a burst's rate as it is from a meter's first seconds (no start-up bias), and nothing before a second of it", () => {
+    let r = emptyMeter(0);
+    expect(processingRateOf(advanceMeter(recordSteps(r, 5), 500, 1, 1, 30_000))).toBe(0);
+    // A fresh controller sees 300 steps/s for 5 s: a plain moving average would read ~45.
+    for (let t = 100; t <= 5_000; t += 100) r = recordSteps(advanceMeter(r, t, 1, 1, 30_000), 30);
+    expect(processingRateOf(r)).toBeGreaterThan(290);
+    expect(processingRateOf(r)).toBeLessThan(310);
   });
 });

@@ -60,6 +60,13 @@ async function poolCard(ctx: PageContext, initial: Pool): Promise<HTMLElement> {
   } catch (err) {
     section.append(errorBox(err));
   }
+  // An idle pool samples nothing (it runs no timer): its series starts with its state now.
+  if (times.length === 0) {
+    times.push(Math.floor(Date.now() / 1000));
+    depth.push(initial.depth);
+    inFlight.push(initial.inFlight);
+    desired.push(initial.desiredConcurrency);
+  }
   const { figure, update } = chart({
     id: `pool-${name}`,
     title: `Depth, in flight and desired concurrency of ${name} (last hour, then live every ${POOL_POLL_MS / 1000} s)`,
