@@ -60,12 +60,14 @@ async function poolCard(ctx: PageContext, initial: Pool): Promise<HTMLElement> {
   } catch (err) {
     section.append(errorBox(err));
   }
-  // An idle pool samples nothing (it runs no timer): its series starts with its state now.
+  // An active controller samples every few seconds, so an hour without samples is an hour idle
+  // at its minimum (an idle pool runs no timer): drawn as such, up to its state now.
   if (times.length === 0) {
-    times.push(Math.floor(Date.now() / 1000));
-    depth.push(initial.depth);
-    inFlight.push(initial.inFlight);
-    desired.push(initial.desiredConcurrency);
+    const now = Math.floor(Date.now() / 1000);
+    times.push(now - 3600, now);
+    depth.push(0, initial.depth);
+    inFlight.push(0, initial.inFlight);
+    desired.push(Number(initial.policy.minConcurrency), initial.desiredConcurrency);
   }
   const { figure, update } = chart({
     id: `pool-${name}`,
