@@ -128,8 +128,8 @@ function attribute(profile) {
     const us = profile.timeDeltas[i + 1] ?? 0;
     const name = componentFor(nodeId);
     totals.set(name, (totals.get(name) ?? 0) + us);
-    if (name.startsWith("other")) {
-      const fn = byId.get(nodeId).callFrame.functionName || "(anonymous)";
+    if (name.startsWith("other") || name.startsWith("pool controller")) {
+      const fn = `${name.startsWith("other") ? "" : "controller:"}${byId.get(nodeId).callFrame.functionName || "(anonymous)"}`;
       otherSelf.set(fn, (otherSelf.get(fn) ?? 0) + us);
     }
   });
@@ -181,8 +181,11 @@ async function main() {
     console.log("component | ms total | µs per step | share");
     for (const [name, us] of rows) console.log(`${name} | ${(us / 1000).toFixed(0)} | ${(us / steps).toFixed(0)} | ${((100 * us) / busy).toFixed(1)}%`);
     console.log(`all (busy) | ${(busy / 1000).toFixed(0)} | ${(busy / steps).toFixed(0)} | 100%`);
-    const topOther = [...otherSelf].sort((a, b) => b[1] - a[1]).slice(0, 8);
+    const self = [...otherSelf].sort((a, b) => b[1] - a[1]);
+    const topOther = self.filter(([fn]) => !fn.startsWith("controller:")).slice(0, 8);
+    const topController = self.filter(([fn]) => fn.startsWith("controller:")).slice(0, 8);
     console.log(`\n"other", by self time: ${topOther.map(([fn, us]) => `${fn} ${(us / 1000).toFixed(0)} ms`).join(", ")}`);
+    console.log(`the pool controller, by self time: ${topController.map(([fn, us]) => `${fn.slice("controller:".length)} ${(us / 1000).toFixed(0)} ms`).join(", ")}`);
     if (opts.out) writeFileSync(opts.out, JSON.stringify({ options: opts, steps, totalsMicros: Object.fromEntries(totals), otherSelfMicros: Object.fromEntries(topOther) }, null, 2));
   } finally {
     signalGroup(child, "SIGTERM");

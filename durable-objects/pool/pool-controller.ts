@@ -153,9 +153,10 @@ export class PoolController extends DurableObject implements PoolControllerApi {
     return Number(this.env_.POOL_SLOT_LEASE_MS) || DEFAULT_SLOT_LEASE_MS;
   }
 
-  /** This pool's controller shards in this deployment (POOL_SHARDS, or the pool's own count). */
+  /** This pool's controller shards in this deployment (POOL_SHARDS, or the pool's own count): the env is fixed for the object's life. */
+  private shardCount: number | null = null;
   private get shards(): number {
-    return shardsOf(this.env_, this.config);
+    return (this.shardCount ??= shardsOf(this.env_, this.config));
   }
 
   private get sampleMs(): number {

@@ -94,7 +94,7 @@ export class OpenMetricsService {
       { name: "runplane_queue_depth", type: "gauge", help: "Backlog: runs waiting for or holding a worker (queued + running), by pool", samples: byPool((p) => p.depth) },
       { name: "runplane_in_flight", type: "gauge", help: "Runs the index shows running, by pool", samples: byPool((p) => p.inFlight) },
       { name: "runplane_max_concurrency", type: "gauge", help: "The pool consumer's max_concurrency", samples: byPool((p) => p.concurrency) },
-      { name: "runplane_worker_utilization", type: "gauge", help: "In flight ÷ max_concurrency, 0…1, by pool", samples: byPool((p) => p.utilization) },
+      { name: "runplane_worker_utilization", type: "gauge", help: "Busy ÷ capacity, 0…1, by pool: the controller's measure while it reports, else in flight ÷ max_concurrency", samples: byPool((p) => p.utilization) },
       {
         name: "runplane_desired_concurrency",
         type: "gauge",

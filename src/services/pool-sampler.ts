@@ -32,9 +32,10 @@ export async function samplePools(env: Env, now = Date.now()): Promise<PoolSampl
     const queued = count("queued");
     const running = count("running");
     const common = { minute: minuteOf(now), pool, queued, running, waiting: count("waiting"), processed: null, dlqOpen: dlq!.results.find((r) => r.pool === pool)?.n ?? 0, sampledAt: now };
-    const controller = controllerFigures.get(pool);
-    if (controller) return { ...common, source: "controller" as const, ...controller };
+    // The consumer's max_concurrency as configured: the ceiling either way (the desired concurrency is its own field).
     const concurrency = Object.hasOwn(POOLS, pool) ? POOLS[pool]!.maxConcurrency : 0;
+    const controller = controllerFigures.get(pool);
+    if (controller) return { ...common, source: "controller" as const, concurrency, ...controller };
     return {
       ...common,
       source: "cron" as const,
@@ -60,7 +61,7 @@ interface ControllerSampleRow {
 }
 
 /** The pool's figures from each shard's newest sample (rows newest first), summed; null without any. */
-function latestPerShard(rows: readonly ControllerSampleRow[]): Pick<PoolSample, "depth" | "inFlight" | "concurrency" | "desiredConcurrency" | "utilization"> | null {
+function latestPerShard(rows: readonly ControllerSampleRow[]): Pick<PoolSample, "depth" | "inFlight" | "desiredConcurrency" | "utilization"> | null {
   const newest = new Map<number, ControllerSampleRow>();
   for (const r of rows) if (!newest.has(r.shard)) newest.set(r.shard, r);
   if (newest.size === 0) return null;
@@ -69,5 +70,5 @@ function latestPerShard(rows: readonly ControllerSampleRow[]): Pick<PoolSample, 
   const desired = sum((r) => r.desired);
   // Utilization weighted by each shard's capacity (its desired concurrency).
   const utilization = desired > 0 ? sum((r) => (r.utilization ?? 0) * r.desired) / desired : 0;
-  return { depth: sum((r) => r.depth), inFlight: sum((r) => r.in_flight), concurrency: desired, desiredConcurrency: desired, utilization: Math.min(1, Math.max(0, utilization)) };
+  return { depth: sum((r) => r.depth), inFlight: sum((r) => r.in_flight), desiredConcurrency: desired, utilization: Math.min(1, Math.max(0, utilization)) };
 }

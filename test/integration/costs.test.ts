@@ -124,9 +124,12 @@ describe("budgets", () => {
 
   it("50 concurrent llm steps against a hard budget never push spend over it; the soft alert fires once", async () => {
     fakeLlm();
-    // Worst case per step: ~2 prompt tokens + 250 output tokens at $0.60/M + $0.0001 held for
-    // infrastructure ≈ $0.00025; actual ≈ 100 × $0.15/M + 200 × $0.60/M ≈ $0.000135.
-    const customer = await budgetedCustomer("0.002");
+    // Worst case per step ≈ $0.00043 (250 output tokens at $0.60/M and the infrastructure of its
+    // timeout and lease); actual ≈ 100 × $0.15/M + 200 × $0.60/M ≈ $0.000135. Each admitted run
+    // also holds its $0.000025 allowance and spends ~$0.00005 being created and ended. When all 50
+    // are admitted before any step starts (a loaded machine), that takes $0.0036 of the budget
+    // before the first step's hold: $0.005 leaves room for steps whatever the interleaving.
+    const customer = await budgetedCustomer("0.005");
     const results = await Promise.all(Array.from({ length: 50 }, (_, i) => createRun(customer.key, { idempotencyKey: `race-${i}`, steps: [llmStep("ask", 250)] })));
     const accepted = results.filter((r) => r.status === 202).map((r) => r.body.run.id);
     const refused = results.filter((r) => r.status === 402);
@@ -138,8 +141,8 @@ describe("budgets", () => {
     for (const r of stopped) expect(r.failure.type).toBe("budget_exceeded");
 
     const summary = await ledgerStub(env, customer.id).summary();
-    expect(BigInt(summary.spendNanoUsd)).toBeLessThanOrEqual(2_000_000n);
-    expect(BigInt(summary.spendNanoUsd)).toBeGreaterThan(1_000_000n);
+    expect(BigInt(summary.spendNanoUsd)).toBeLessThanOrEqual(5_000_000n);
+    expect(BigInt(summary.spendNanoUsd)).toBeGreaterThan(2_500_000n);
     expect(summary.heldNanoUsd).toBe("0");
     const alerts = await vi.waitUntil(async () => {
       const list = (await api("GET", "/v1/alerts?kind=budget_soft_limit")).body.alerts.filter((a: any) => a.customerId === customer.id);
