@@ -13,8 +13,8 @@ export interface PoolConfig {
   jobQueue: string;
   deadLetterQueue: string;
   /**
-   * The consumer's max_concurrency in wrangler.toml (repeat it here): the capacity worker
-   * utilization is measured against until issue 11's pool controller decides concurrency.
+   * The consumer's max_concurrency in wrangler.toml (repeat it here): the ceiling before any
+   * decision is pushed, and what utilization is measured against while the controller is idle.
    */
   maxConcurrency: number;
   jobs: (env: Env) => Queue<unknown>;

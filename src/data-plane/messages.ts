@@ -148,8 +148,8 @@ export const ApiTimingSampleSchema = z.object({
 });
 
 /**
- * A pool's state at a minute: what the pool controller (issue 11) will emit, and what the minute
- * cron samples from the run index until then (`source: "cron"`, no desired concurrency).
+ * A pool's state at a minute, from its controllers' samples (`source: "controller"`) or, while they
+ * are idle, from the run index (`source: "cron"`, no desired concurrency): src/services/pool-sampler.ts.
  */
 export const PoolSampleSchema = z.object({
   minute: z.number().int().min(0),

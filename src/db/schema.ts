@@ -424,9 +424,9 @@ export const apiRollups = sqliteTable(
 );
 
 /**
- * A pool's state once a minute: backlog, work in flight, utilization, desired concurrency. Today
- * the minute cron samples them from the run index (source 'cron'); the pool controller of issue 11
- * emits the same message (source 'controller') with the figures it tracks exactly.
+ * A pool's state once a minute: backlog, work in flight, utilization, desired concurrency. The
+ * minute cron takes them from the pool controllers' newest samples (source 'controller'), or from
+ * the run index while the controllers are idle and write none (source 'cron').
  */
 export const poolSamples = sqliteTable(
   "pool_samples",
@@ -445,9 +445,9 @@ export const poolSamples = sqliteTable(
     processed: integer("processed"),
     /** the pool's consumer max_concurrency */
     concurrency: integer("concurrency").notNull(),
-    /** the controller's desired concurrency; null until issue 11's controller emits it */
+    /** the controller's desired concurrency; null in a 'cron' sample */
     desiredConcurrency: integer("desired_concurrency"),
-    /** in flight ÷ concurrency, 0…1 */
+    /** busy ÷ capacity as the controller measures it, or in flight ÷ concurrency in a 'cron' sample, 0…1 */
     utilization: real("utilization").notNull(),
     dlqOpen: integer("dlq_open").notNull().default(0),
     sampledAt: integer("sampled_at").notNull(),

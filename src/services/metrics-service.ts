@@ -344,7 +344,7 @@ export class MetricsService {
       totals: { ...result.totals, dlqOpen },
       ...(groupBy === "pool" ? { dlqOpenByPool: Object.fromEntries(openByPool) } : {}),
       notes: scope.admin
-        ? { poolState: "depth, in flight and DLQ size are sampled once a minute per pool; until the pool controller (issue 11) they come from the run index (see README)" }
+        ? { poolState: "depth, in flight, desired concurrency and utilization are sampled once a minute per pool from its controller (source 'controller'), or from the run index while the controller is idle (source 'cron'); see README" }
         : { poolState: "a pool's depth, in-flight work and desired concurrency are platform-wide: admin only" },
     };
   }
