@@ -154,15 +154,24 @@ describe("what the metrics cost", () => {
     await cron(); // settle: the samples of the previous tick
     await new Promise((r) => setTimeout(r, 300));
     await cron();
-    const before = usageTotals();
-    await cron();
-    const after = usageTotals();
-    const written = after.d1_rows_written - before.d1_rows_written;
+    // The usage counters are the isolate's: the pool controllers' own sampling (active for their
+    // down-cooldown after this file's runs) and other suites' work add to them. Background work
+    // only adds, so the quietest of a few ticks is the tick's own.
+    let written = Infinity;
+    let queued = Infinity;
+    for (let i = 0; i < 4; i++) {
+      const before = usageTotals();
+      await cron();
+      const after = usageTotals();
+      written = Math.min(written, after.d1_rows_written - before.d1_rows_written);
+      queued = Math.min(queued, after.queue_operations - before.queue_operations);
+      await new Promise((r) => setTimeout(r, 300));
+    }
     // Nothing changed since the last tick but the new minute's pool sample and probe, which are
     // still on the queue: the reconcilers and the refresh write (almost) nothing.
     expect(written).toBeLessThan(10);
     // Its messages: one pool sample per pool and one probe, 3 operations each (written, read,
     // deleted: the events consumer may take them before the tick ends).
-    expect(after.queue_operations - before.queue_operations).toBeLessThanOrEqual(3 * (poolNames().length + 1));
+    expect(queued).toBeLessThanOrEqual(3 * (poolNames().length + 1));
   });
 });
