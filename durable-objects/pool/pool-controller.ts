@@ -220,14 +220,19 @@ export class PoolController extends DurableObject implements PoolControllerApi {
     await this.load(msg.pool, msg.shard);
     const now = Date.now();
     this.tick(now);
-    const slot = this.running.get(msg.key);
-    if (slot) this.free(slot, msg.busyMs);
-    this.meter = recordSteps(this.meter, msg.steps);
+    let steps = 0;
+    const known = msg.slots.map(({ key, busyMs, steps: ran }) => {
+      steps += ran;
+      const slot = this.running.get(key);
+      if (slot) this.free(slot, busyMs);
+      return slot !== undefined;
+    });
+    this.meter = recordSteps(this.meter, steps);
     this.evaluate(now);
     await this.release(now);
     this.sampleIfDue(now);
     await this.armAlarm(now);
-    return { ok: true, known: slot !== undefined };
+    return { ok: true, known };
   }
 
   async renew(input: z.input<typeof SlotInputSchema>): Promise<{ ok: true; known: boolean }> {

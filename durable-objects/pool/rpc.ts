@@ -29,12 +29,18 @@ export type QueuedDispatchInput = z.input<typeof QueuedDispatchSchema>;
 
 export const EnqueueInputSchema = z.object({ ...Where, dispatches: z.array(QueuedDispatchSchema).min(1).max(MAX_ENQUEUE) });
 export const SlotInputSchema = z.object({ ...Where, key: z.string().min(1).max(200) });
-export const DoneInputSchema = SlotInputSchema.extend({
+/** The most slots one done report may give back (a consumer invocation's chains, per shard). */
+export const MAX_DONE = 100;
+
+export const DoneSlotSchema = z.object({
+  key: z.string().min(1).max(200),
   /** How long the chain held its slot, by the consumer's clock. */
   busyMs: z.number().min(0).max(86_400_000),
   /** Steps the chain ran. */
   steps: z.number().int().min(0).max(10_000),
 });
+export type DoneSlot = z.infer<typeof DoneSlotSchema>;
+export const DoneInputSchema = z.object({ ...Where, slots: z.array(DoneSlotSchema).min(1).max(MAX_DONE) });
 export const SetPolicyInputSchema = z.object({ ...Where, policy: ScalingPolicySchema });
 export const WhereSchema = z.object(Where);
 
@@ -85,8 +91,8 @@ export interface EnqueueReply {
 
 export interface DoneReply {
   ok: true;
-  /** The slot was held (false: already given back, e.g. its lease ended, or superseded). */
-  known: boolean;
+  /** Per slot, in order: it was held (false: already given back, e.g. its lease ended, or superseded). */
+  known: boolean[];
 }
 
 export interface PoolControllerApi {

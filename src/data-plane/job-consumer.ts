@@ -19,15 +19,17 @@ import { executeAssignment } from "./execute-step";
 import { acknowledge } from "./acknowledge";
 import { JobMessageSchema } from "./messages";
 import { countUsage } from "../lib/usage";
+import { SlotReports } from "./slot-reports";
 import { truncateText } from "../lib/text";
 import type { StepResult } from "../steps/step-type";
 
 export async function consumeJobs(batch: MessageBatch<unknown>, env: Env, pool: PoolConfig): Promise<void> {
   const inlineLimit = Math.max(0, Number(env.INLINE_STEP_LIMIT ?? 0) || 0);
-  await Promise.all(batch.messages.map((message) => handleJob(message, env, pool, inlineLimit)));
+  const reports = new SlotReports(env, pool.name);
+  await Promise.all(batch.messages.map((message) => handleJob(message, env, pool, inlineLimit, reports)));
 }
 
-async function handleJob(message: Message<unknown>, env: Env, pool: PoolConfig, inlineLimit: number): Promise<void> {
+async function handleJob(message: Message<unknown>, env: Env, pool: PoolConfig, inlineLimit: number, reports: SlotReports): Promise<void> {
   const parsed = JobMessageSchema.safeParse(message.body);
   if (!parsed.success) {
     // No retry can fix a malformed message: straight to the dead-letter queue, with the reason.
@@ -90,11 +92,12 @@ async function handleJob(message: Message<unknown>, env: Env, pool: PoolConfig, 
     retried = true;
   } finally {
     if (renewal) clearInterval(renewal);
-    // The chain is over (the message is acked): its slot goes back to the pool. Best effort: an
-    // unreported slot comes back when its lease ends.
+    // The chain is over (the message is acked): its slot goes back to the pool, with the other
+    // chains of this batch that end meanwhile. Best effort: an unreported slot comes back when its
+    // lease ends.
     if (slot && !retried) {
-      await slot.stub
-        .done({ ...slot.where, busyMs: Date.now() - heldSince, steps })
+      await reports
+        .done(slot.where.shard, { key: slot.where.key, busyMs: Date.now() - heldSince, steps })
         .catch((err) => log("pool.done_failed", { runId: job.runId, pool: pool.name, error: errorMessage(err) }, "warn"));
     }
   }

@@ -298,16 +298,18 @@ describe("the controller's RPCs", () => {
     expect(await stub.status({ pool: "heavy", shard: 0 })).toMatchObject({ inFlight: 1, depth: 0 });
     expect(swallowed.map((m) => m.dispatch)).toEqual([1, 1, 2]);
     expect(swallowed[0]).toEqual({ v: 1, runId: "run_ghost", stepIndex: 0, dispatch: 1, pool: "heavy", shard: 0 });
-    expect(await stub.done({ pool: "heavy", shard: 0, key: "run_ghost:0:1", busyMs: 5, steps: 1 })).toEqual({ ok: true, known: false });
-    expect(await stub.done({ pool: "heavy", shard: 0, key: "run_ghost:0:2", busyMs: 5, steps: 1 })).toEqual({ ok: true, known: true });
-    expect(await stub.done({ pool: "heavy", shard: 0, key: "run_ghost:0:2", busyMs: 5, steps: 1 })).toEqual({ ok: true, known: false });
+    // One report may give back several slots: the superseded one was already given back, the live one is.
+    const done = (key: string) => ({ key, busyMs: 5, steps: 1 });
+    expect(await stub.done({ pool: "heavy", shard: 0, slots: [done("run_ghost:0:1"), done("run_ghost:0:2")] })).toEqual({ ok: true, known: [false, true] });
+    expect(await stub.done({ pool: "heavy", shard: 0, slots: [done("run_ghost:0:2")] })).toEqual({ ok: true, known: [false] });
     expect((await stub.status({ pool: "heavy", shard: 0 })).inFlight).toBe(0);
     // zod at the boundary: a malformed call is refused, and changes nothing.
     // (Settled with then: handing the RPC promise itself to expect().rejects leaves a copy of
     // its rejection unhandled in the pool's runner.)
     const refusal = (call: Promise<unknown>) => call.then(() => "accepted", (e: Error) => e.message);
     expect(await refusal(stub.enqueue({ pool: "heavy", shard: 0, dispatches: [{ ...dispatch(3), priority: "urgent" as any }] }))).toMatch(/priority/);
-    expect(await refusal(stub.done({ pool: "heavy", shard: 0, key: "", busyMs: -1, steps: 0 }))).toMatch(/key|busyMs/);
+    expect(await refusal(stub.done({ pool: "heavy", shard: 0, slots: [{ key: "", busyMs: -1, steps: 0 }] }))).toMatch(/key|busyMs/);
+    expect(await refusal(stub.done({ pool: "heavy", shard: 0, slots: [] }))).toMatch(/slots/);
     expect((await stub.status({ pool: "heavy", shard: 0 })).depth).toBe(0);
     await poolSettled("heavy", 0);
   });
