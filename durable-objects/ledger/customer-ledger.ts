@@ -154,7 +154,7 @@ export class CustomerLedger extends DurableObject implements CustomerLedgerApi {
     if (limited && holds?.length) {
       // All or none: the holds the run needs (those not placed already) must fit together.
       const fresh = holds.filter((h) => this.sql`SELECT 1 FROM holds WHERE id = ${h.holdId}`.length === 0);
-      const refusal = holdRefusal(budget, BigInt(summary.spendNanoUsd), BigInt(summary.heldNanoUsd), fresh.reduce((sum, h) => sum + BigInt(h.nanoUsd), 0n));
+      const refusal = holdRefusal(budget, BigInt(summary.spendNanoUsd), BigInt(summary.heldNanoUsd), fresh.reduce((sum, h) => sum + BigInt(h.nanoUsd), 0n), "starting this run");
       if (refusal) return { allowed: false, limited, placed, refusal, reason: "budget", summary };
       for (const h of fresh) {
         this.sql`INSERT INTO holds (id, run_id, nano_usd, expires_at) VALUES (${h.holdId}, ${h.runId}, ${h.nanoUsd}, ${h.expiresAt})`;
@@ -413,9 +413,15 @@ export class CustomerLedger extends DurableObject implements CustomerLedgerApi {
 
   private placeHold(hold: z.infer<typeof ReserveInputSchema>, summary: LedgerSummary): ReserveReply {
     if (this.sql`SELECT 1 FROM holds WHERE id = ${hold.holdId}`.length > 0) return { ok: true };
-    const refusal = holdRefusal(this.budget(), BigInt(summary.spendNanoUsd), BigInt(summary.heldNanoUsd), BigInt(hold.nanoUsd));
+    // A hold taken over frees its amount for this one (the summary has already dropped lapsed holds).
+    const replaced = hold.replaces === undefined ? [] : this.sql<{ nano_usd: string }>`SELECT nano_usd FROM holds WHERE id = ${hold.replaces}`;
+    const freed = replaced.length > 0 ? BigInt(replaced[0]!.nano_usd) : 0n;
+    const refusal = holdRefusal(this.budget(), BigInt(summary.spendNanoUsd), BigInt(summary.heldNanoUsd) - freed, BigInt(hold.nanoUsd));
     if (refusal) return { ok: false, reason: "budget_exceeded", message: refusal };
-    this.sql`INSERT INTO holds (id, run_id, nano_usd, expires_at) VALUES (${hold.holdId}, ${hold.runId}, ${hold.nanoUsd}, ${hold.expiresAt})`;
+    this.ctx.storage.transactionSync(() => {
+      if (hold.replaces !== undefined) this.sql`DELETE FROM holds WHERE id = ${hold.replaces}`;
+      this.sql`INSERT INTO holds (id, run_id, nano_usd, expires_at) VALUES (${hold.holdId}, ${hold.runId}, ${hold.nanoUsd}, ${hold.expiresAt})`;
+    });
     return { ok: true };
   }
 

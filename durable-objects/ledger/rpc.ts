@@ -16,6 +16,8 @@ export const ReserveInputSchema = z.object({
   nanoUsd: IntegerText,
   /** ms since the epoch: the hold lapses on its own then (the step's longest run plus a margin). */
   expiresAt: z.number().int(),
+  /** A hold this one takes over, in the same transaction: its amount counts toward this one's fit, and it is gone. */
+  replaces: z.string().min(1).max(200).optional(),
 });
 
 export const AdmitInputSchema = z.object({

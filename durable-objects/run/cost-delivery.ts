@@ -14,7 +14,7 @@ import { errorMessage, log } from "../../src/lib/log";
 import { costLedgerStub, type RecordReply } from "../ledger/rpc";
 import type { CostJournal } from "./cost-journal";
 import { D1_ROWS_PER_ROLLUP_ROW, LEDGER_ROWS_PER_DELIVERY, overheadQuantities, QUEUE_OPERATIONS_PER_MESSAGE } from "./meters";
-import { runHoldId } from "./rpc";
+import { runHoldId, startingHoldId } from "./rpc";
 
 /** A run carried on inline for long delivers its costs this often, not only when it pauses. */
 const COST_FLUSH_MS = 10_000;
@@ -119,8 +119,9 @@ export class CostDelivery {
         records: records.map((r) => ({ seq: r.seq, at: r.at, nanoUsd: r.nanoUsd.toString(), holdId: r.holdId })),
         rollup: journal.rollup(attribution, upTo),
         final,
-        // The run's allowance for its life outside steps goes with its last delivery.
-        releaseHolds: final && state.def.budgetLimited ? [runHoldId(state.def.id)] : [],
+        // The run's allowance for its life outside steps goes with its last delivery, and so does
+        // its starting hold if no attempt took it over (the run ended before its first step).
+        releaseHolds: final && state.def.budgetLimited ? [runHoldId(state.def.id), startingHoldId(state.def.id)] : [],
         ...(subLedger === undefined ? {} : { subLedger }),
       });
       journal.markSent(upTo);

@@ -171,10 +171,20 @@ export interface RunCoordinatorApi {
   resendCosts(): Promise<{ ok: true } | { ok: false; reason: "unknown_run" | "not_delivered" }>;
 }
 
+/** How long a started attempt's lease lasts unless LEASE_MS says otherwise. */
+export const DEFAULT_LEASE_MS = 30_000;
+export const leaseMsOf = (env: Pick<Env, "LEASE_MS">) => Number(env.LEASE_MS) || DEFAULT_LEASE_MS;
+
 /** The hold a run of a hard-budgeted customer places for its creation, settled by its creation record. */
 export const creationHoldId = (runId: string) => `${runId}:create`;
 /** The hold of a run's allowance for its life outside steps, released by its last delivery. */
 export const runHoldId = (runId: string) => `${runId}:run`;
+/**
+ * The hold admission places for a run's first step (its worst case), taken over by the first
+ * attempt to start: a burst of admitted runs cannot leave nothing for the steps it was admitted
+ * for. Released with the run's last delivery if no attempt took it.
+ */
+export const startingHoldId = (runId: string) => `${runId}:start`;
 
 /**
  * The stub of run `runId`'s object. Typed through RunCoordinatorApi: the generated RPC

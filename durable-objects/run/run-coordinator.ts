@@ -15,7 +15,7 @@
 import { DurableObject } from "cloudflare:workers";
 import type { z } from "zod";
 import { resolveReferences, type JsonValue } from "../../src/domain/input-references";
-import { customerScope, withSecretPlaceholders } from "../../src/domain/secrets";
+import { customerScope } from "../../src/domain/secrets";
 import type { PriceBook } from "../../src/domain/pricing";
 import {
   cancelRun,
@@ -39,13 +39,11 @@ import {
   type RunState,
 } from "../../src/domain/run-machine";
 import { isTerminalRun } from "../../src/domain/run-status";
-import { MAX_STEP_TIMEOUT_MS } from "../../src/domain/step-spec";
 import type { TokenUsage } from "../../src/domain/token-usage";
-import { worstCaseAttempt } from "../../src/domain/worst-case";
 import { configureLogging, errorMessage, log } from "../../src/lib/log";
 import { countUsage, usageTotals } from "../../src/lib/usage";
 import { priceBookCovering } from "../../src/services/pricing-service";
-import { getStepType } from "../../src/steps/registry";
+import { attemptBounds, boundModels, worstCaseOf } from "../../src/steps/attempt-bounds";
 import { ledgerStub } from "../ledger/rpc";
 import { sqlHelper } from "../sql";
 import { CostDelivery } from "./cost-delivery";
@@ -69,13 +67,14 @@ import {
   type StartStepResult,
   type StepAssignment,
   creationHoldId,
+  startingHoldId,
+  leaseMsOf,
 } from "./rpc";
 import { appendEvents, headerOf, insertRun, loadRun, readEvents, writeDefinition, writeHeader, writeSteps } from "./run-store";
 import { createSchema } from "./schema";
 import { reconcileDueAt, retentionAt, RunAlarm, timerSettings } from "./timers";
 import { snapshotOf } from "./views";
 
-const DEFAULT_LEASE_MS = 30_000;
 /**
  * A dispatch is handed to its pool's controller, which delivers it and sends it again when its slot's
  * lease ends unreported (POOL_SLOT_LEASE_MS): the run's own resend is a backstop, after this long.
@@ -375,7 +374,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
 
   private clock(): Clock {
     const env = this.env as Env;
-    const leaseMs = Number(env.LEASE_MS) || DEFAULT_LEASE_MS;
+    const leaseMs = leaseMsOf(env);
     const redispatchMs = Number(env.REDISPATCH_MS) || REDISPATCH_MS;
     return { now: Date.now(), leaseMs, redispatchMs, random: Math.random };
   }
@@ -437,23 +436,20 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     const def = state.def.steps[stepIndex]!;
     const step = state.steps[stepIndex]!;
     const resolved = this.resolvedConfig(state, stepIndex);
-    const stepType = getStepType(def.type);
-    // Secrets are resolved only on the worker: each reference counts as the longest value a secret may have.
-    const parsed = resolved.ok && stepType ? stepType.configSchema.safeParse(withSecretPlaceholders(resolved.config)) : null;
-    // A config that cannot run holds nothing beyond its infrastructure: the attempt fails at once.
-    const tokens = parsed?.success && stepType?.worstCaseTokens ? stepType.worstCaseTokens(parsed.data) : [];
-    const timeoutMs = Math.min(def.timeoutMs ?? state.def.timeoutMs ?? MAX_STEP_TIMEOUT_MS, MAX_STEP_TIMEOUT_MS);
+    const bounds = attemptBounds(def, resolved.ok ? resolved.config : null, state.def.timeoutMs);
     const leaseMs = this.clock().leaseMs;
-    const book = await this.priceBook(tokens.map((t) => t.model));
+    const book = await this.priceBook(boundModels(bounds));
     if (!book) return { ok: false, message: "prices are unavailable, so the step's worst case cannot be held against the budget" };
-    const worst = worstCaseAttempt(book, Date.now(), { tokens, timeoutMs, leaseMs });
+    const worst = worstCaseOf(book, Date.now(), bounds, leaseMs);
     if (!worst.ok) return { ok: false, message: `no price for model ${worst.unpriced.map((m) => `"${m}"`).join(", ")}` };
     const holdId = `${state.def.id}:${nextLeaseId(step)}`;
     const reply = await ledgerStub(this.env as Env, state.def.customerId).reserve({
       holdId,
       runId: state.def.id,
       nanoUsd: worst.nanoUsd.toString(),
-      expiresAt: Date.now() + timeoutMs + leaseMs + HOLD_MARGIN_MS,
+      expiresAt: Date.now() + bounds.timeoutMs + leaseMs + HOLD_MARGIN_MS,
+      // The first attempt to start takes over what admission held for the run's first step.
+      replaces: startingHoldId(state.def.id),
     });
     return reply.ok ? { ok: true, holdId } : { ok: false, message: reply.message };
   }

@@ -43,10 +43,10 @@ export function remainingBudget(budget: Budget, spend: bigint, held: bigint): bi
  * A hold of `amount` fits when spend + every active hold + it stays within the limit. Without a
  * budget everything fits. Returns why not, in words a customer can act on, or null.
  */
-export function holdRefusal(budget: Budget, spend: bigint, held: bigint, amount: bigint): string | null {
+export function holdRefusal(budget: Budget, spend: bigint, held: bigint, amount: bigint, what = "this step"): string | null {
   if (budget.limitNanoUsd === null) return null;
   if (spend + held + amount <= budget.limitNanoUsd) return null;
-  return `monthly budget of ${nanoToUsdString(budget.limitNanoUsd)} USD would be exceeded: ${nanoToUsdString(spend)} USD spent and ${nanoToUsdString(held)} USD held, and this step may cost up to ${nanoToUsdString(amount)} USD`;
+  return `monthly budget of ${nanoToUsdString(budget.limitNanoUsd)} USD would be exceeded: ${nanoToUsdString(spend)} USD spent and ${nanoToUsdString(held)} USD held, and ${what} may cost up to ${nanoToUsdString(amount)} USD`;
 }
 
 /** Records a run sends are numbered; the ledger has counted every seq up to `countedSeq`. */

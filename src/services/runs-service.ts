@@ -26,6 +26,8 @@ import { assertKnownPool, secretScopeOfOwner, type RunTypesService } from "./run
 import { assertStepSecrets, assertValidSteps } from "./step-validation";
 import { customerScope, type SecretScope } from "../domain/secrets";
 import type { SecretsService } from "./secrets-service";
+import { resolveReferences, type JsonValue } from "../domain/input-references";
+import { attemptBounds, type AttemptBounds } from "../steps/attempt-bounds";
 
 export interface CreateRunInput {
   projectId: string;
@@ -121,7 +123,11 @@ export class RunsService {
     const retry: RetryPolicy | undefined = runType?.definition.retry;
     const id = body.idempotencyKey ? await runIdForIdempotencyKey(customerId, body.idempotencyKey) : newId("run");
     const limits = await this.customers.limits(customerId);
-    const admission = await admitRun(this.env, customerId, id, { creation: true, maxRunsInFlight: limits.maxRunsInFlight });
+    const admission = await admitRun(this.env, customerId, id, {
+      creation: true,
+      maxRunsInFlight: limits.maxRunsInFlight,
+      firstStep: firstStepBounds(steps[0], body.input ?? null, runType?.definition.timeoutMs),
+    });
     const now = Date.now();
     const def: RunDefinition & { secretScope: SecretScope } = {
       id,
@@ -274,4 +280,16 @@ export class RunsService {
       nextCursor: page.nextCursor,
     };
   }
+}
+
+/** The first step's bounds, with its config resolved against the run's input as its first attempt will be. */
+function firstStepBounds(step: { type: string; config?: unknown; timeoutMs?: number } | undefined, input: unknown, runTimeoutMs: number | undefined): AttemptBounds | undefined {
+  if (!step) return undefined;
+  let config: JsonValue | null;
+  try {
+    config = resolveReferences(step.config ?? {}, { input, steps: {} }) as JsonValue;
+  } catch {
+    config = null;
+  }
+  return attemptBounds(step, config, runTimeoutMs);
 }

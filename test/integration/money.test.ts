@@ -474,6 +474,25 @@ describe("holds", () => {
     await ledger.release({ holdIds: [`${runId}:b`] });
     expect((await ledger.summary()).heldNanoUsd).toBe("0");
   });
+
+  it("a hold that takes over another counts the other's amount toward its fit, and the other is gone", async () => {
+    const customer = await budgetedCustomer("1");
+    const ledger = ledgerStub(env, customer.id);
+    const runId = `run_handover_${customer.id}`;
+    const hold = (id: string, nanoUsd: string, replaces?: string) => ({ holdId: `${runId}:${id}`, runId, nanoUsd, expiresAt: Date.now() + 60_000, ...(replaces ? { replaces: `${runId}:${replaces}` } : {}) });
+    expect(await ledger.reserve(hold("start", "600000000"))).toEqual({ ok: true });
+    expect(await ledger.reserve(hold("other", "300000000"))).toEqual({ ok: true });
+    // $0.70 beside $0.90 held would pass $1, but it takes over the $0.60 hold: $1.00 fits.
+    expect(await ledger.reserve(hold("attempt", "700000000", "start"))).toEqual({ ok: true });
+    expect((await ledger.summary()).heldNanoUsd).toBe("1000000000");
+    // A repeat is a no-op (idempotent by id), and a hold that replaces nothing held competes as any other.
+    expect(await ledger.reserve(hold("attempt", "700000000", "start"))).toEqual({ ok: true });
+    const refused = await ledger.reserve(hold("next", "100000000", "start"));
+    expect(refused).toMatchObject({ ok: false, reason: "budget_exceeded" });
+    expect((await ledger.summary()).heldNanoUsd).toBe("1000000000");
+    await ledger.release({ holdIds: [`${runId}:attempt`, `${runId}:other`] });
+    expect((await ledger.summary()).heldNanoUsd).toBe("0");
+  });
 });
 
 describe("real spend is billed", () => {
