@@ -278,16 +278,24 @@ function summarize(results, variants) {
       peakRssMiB: Math.max(...rs.map((r) => r.peakRssMiB)),
       rssAfterMiB: rs.map((r) => r.rssAfterMiB),
       perStep: Object.fromEntries(Object.keys(rs[0].perStep).map((k) => [k, m((r) => r.perStep[k])])),
+      runtimeCpuMsPerStep: m((r) => runtimeCpuMs(r)),
     });
   }
   return rows;
 }
 
+/**
+ * CPU ms per step of the runtime's workerd processes. The local runtime is CPU-bound on one
+ * thread, so steps/s is about 1000 ÷ this; it moves less with a busy neighbour than steps/s does,
+ * which makes it the steadier figure for an A/B.
+ */
+const runtimeCpuMs = (trial) => Object.entries(trial.cpuMsPerStep ?? {}).filter(([name]) => name.includes("workerd")).reduce((sum, [, ms]) => sum + ms, 0);
+
 function printTable(rows) {
-  const header = ["variant", "steps/s", "runs/s", "run p50 ms", "p95", "p99", "submit p50", "p99", "peak MiB", "RSS after each trial"];
+  const header = ["variant", "steps/s", "runs/s", "run p50 ms", "p95", "p99", "submit p50", "p99", "runtime CPU ms/step", "peak MiB", "RSS after each trial"];
   console.log("\n" + header.join(" | "));
   for (const r of rows) {
-    console.log([r.variant, fmt(r.stepsPerSec), fmt(r.runsPerSec, 1), fmt(r.p50), fmt(r.p95), fmt(r.p99), fmt(r.submitP50, 1), fmt(r.submitP99, 1), fmt(r.peakRssMiB), r.rssAfterMiB.map((x) => fmt(x)).join("→")].join(" | "));
+    console.log([r.variant, fmt(r.stepsPerSec), fmt(r.runsPerSec, 1), fmt(r.p50), fmt(r.p95), fmt(r.p99), fmt(r.submitP50, 1), fmt(r.submitP99, 1), fmt(r.runtimeCpuMsPerStep, 2), fmt(r.peakRssMiB), r.rssAfterMiB.map((x) => fmt(x)).join("→")].join(" | "));
   }
   const meters = Object.keys(rows[0]?.perStep ?? {});
   console.log("\nbillable operations per step (counted by the platform)");

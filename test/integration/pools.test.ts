@@ -2,7 +2,8 @@ import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { z } from "zod";
-import { controllerName, poolControllerStub } from "../../durable-objects/pool/rpc";
+import { controllerName, poolControllerStub, slotKey, type PoolControllerApi } from "../../durable-objects/pool/rpc";
+import { SlotReports } from "../../src/data-plane/slot-reports";
 import { POOLS } from "../../src/config/pools";
 import { ScalingPolicySchema } from "../../src/domain/scaling-policy";
 import { forgetConsumerRefs } from "../../src/lib/cloudflare-queues";
@@ -311,6 +312,46 @@ describe("the controller's RPCs", () => {
     expect(await refusal(stub.done({ pool: "heavy", shard: 0, slots: [{ key: "", busyMs: -1, steps: 0 }] }))).toMatch(/key|busyMs/);
     expect(await refusal(stub.done({ pool: "heavy", shard: 0, slots: [] }))).toMatch(/slots/);
     expect((await stub.status({ pool: "heavy", shard: 0 })).depth).toBe(0);
+    await poolSettled("heavy", 0);
+  });
+
+  it("a consumer batch's chains that end together give back their slots in one request; a lone chain's goes at once", async () => {
+    await setPolicy("heavy", { targetDepth: 1, scaleUpThreshold: 0, minConcurrency: 0, maxConcurrency: 5, cooldownUpMs: 0, cooldownDownMs: 200, stabilizationWindowMs: 0 });
+    // The made-up runs' messages are not delivered: this test plays their consumer.
+    const proto = Object.getPrototypeOf(env.JOBS_HEAVY) as Queue;
+    const original = proto.sendBatch;
+    vi.spyOn(proto, "sendBatch").mockImplementation(async function (this: Queue, messages: Iterable<MessageSendRequest>, options?: QueueSendBatchOptions) {
+      const list = [...messages];
+      if (list.every((m) => String((m.body as any)?.runId).startsWith("run_pack"))) return { metadata: { metrics: { backlogCount: 0, backlogBytes: 0, oldestMessageTimestamp: new Date(0) } } } as unknown as QueueSendBatchResponse;
+      return original.call(this, list, options);
+    });
+    const stub = poolControllerStub(env, "heavy", 0);
+    const runs = Array.from({ length: 6 }, (_, i) => `run_pack${i}`);
+    const dispatches = runs.map((runId) => ({ runId, stepIndex: 0, dispatch: 1, customerId: "pack", priority: "normal" as const, enqueuedAt: Date.now() }));
+    expect(await stub.enqueue({ pool: "heavy", shard: 0, dispatches: dispatches.slice(0, 5) })).toEqual({ accepted: 5, resent: 0, released: 5 });
+    // The real controller, behind a namespace that counts the slots of each done request.
+    const requests: number[] = [];
+    const counting = {
+      ...env,
+      POOL_CONTROLLER: {
+        idFromName: (name: string) => env.POOL_CONTROLLER.idFromName(name),
+        get: (id: DurableObjectId) => {
+          const real = env.POOL_CONTROLLER.get(id) as unknown as PoolControllerApi;
+          return { done: (input: Parameters<PoolControllerApi["done"]>[0]) => (requests.push(input.slots.length), real.done(input)) };
+        },
+      },
+    } as unknown as Env;
+    const reports = new SlotReports(counting, "heavy");
+    const done = (runId: string) => reports.done(0, { key: slotKey(runId, 0, 1), busyMs: 10, steps: 1 });
+    // Five chains end at once: the first report goes alone, the four that came while it was on its way go together.
+    await Promise.all(runs.slice(0, 5).map(done));
+    expect(requests).toEqual([1, 4]);
+    expect(await stub.status({ pool: "heavy", shard: 0 })).toMatchObject({ inFlight: 0, depth: 0 });
+    // A chain that ends alone later is not held back for company.
+    expect(await stub.enqueue({ pool: "heavy", shard: 0, dispatches: [dispatches[5]!] })).toMatchObject({ released: 1 });
+    await done(runs[5]!);
+    expect(requests).toEqual([1, 4, 1]);
+    expect((await stub.status({ pool: "heavy", shard: 0 })).inFlight).toBe(0);
     await poolSettled("heavy", 0);
   });
 });
