@@ -29,7 +29,7 @@ const RETRY_AFTER = {
 export const ERRORS = {
   400: errorResponse("Malformed JSON, or invalid fields, path or query parameters (`validation_failed`): `details` names each one"),
   401: errorResponse("Missing, malformed, unknown or revoked API key (`unauthorized`)"),
-  402: errorResponse("The customer's monthly budget is spent, or the run's creation would not fit in what is left (`budget_exhausted`)"),
+  402: errorResponse("The customer's monthly budget is spent, or starting the run (its creation and its first step's worst case) would not fit in what is left (`budget_exhausted`)"),
   403: errorResponse("The key may not do this (`forbidden`): an admin-only route, or another customer named"),
   404: errorResponse("Not found, or another customer's (`not_found`)"),
   409: errorResponse("Conflicts with the resource's current state (`conflict`, `idempotency_key_reused`)"),

@@ -3002,7 +3002,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description The customer's monthly budget is spent, or the run's creation would not fit in what is left (`budget_exhausted`) */
+            /** @description The customer's monthly budget is spent, or starting the run (its creation and its first step's worst case) would not fit in what is left (`budget_exhausted`) */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -3381,7 +3381,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description The customer's monthly budget is spent, or the run's creation would not fit in what is left (`budget_exhausted`) */
+            /** @description The customer's monthly budget is spent, or starting the run (its creation and its first step's worst case) would not fit in what is left (`budget_exhausted`) */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -3844,7 +3844,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description The customer's monthly budget is spent, or the run's creation would not fit in what is left (`budget_exhausted`) */
+            /** @description The customer's monthly budget is spent, or starting the run (its creation and its first step's worst case) would not fit in what is left (`budget_exhausted`) */
             402: {
                 headers: {
                     [name: string]: unknown;
