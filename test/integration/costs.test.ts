@@ -148,6 +148,7 @@ describe("budgets", () => {
       expect((await waitForRun(customer.key, next.body.run.id, isFinished, 20_000)).status).toBe("succeeded");
     }
     const summary = await ledgerStub(env, customer.id).summary();
+    console.info(JSON.stringify({ event: "test.budget_burst", admitted: accepted.length, refused: refused.length, spendNanoUsd: summary.spendNanoUsd }));
     expect(BigInt(summary.spendNanoUsd)).toBeLessThanOrEqual(2_000_000n);
     // Refused only once what is left cannot start a run (≈ $0.0005).
     expect(BigInt(summary.spendNanoUsd)).toBeGreaterThan(1_200_000n);
