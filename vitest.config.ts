@@ -1,54 +1,5 @@
-import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-pool-workers";
-import path from "node:path";
-import { configDefaults, defineConfig } from "vitest/config";
+import { workerdTestConfig } from "./vitest.workerd";
 
-const migrations = await readD1Migrations(path.join(import.meta.dirname, "migrations"));
-
-// Tests run in workerd with the real bindings from wrangler.toml: D1, Durable Objects and
-// Queues (real delivery, retries and dead-lettering). Only the consumer timing is shortened.
-// `queueConsumers` replaces wrangler.toml's consumer entries, so retries and DLQs are repeated.
-export default defineConfig({
-  plugins: [
-    cloudflareTest({
-      wrangler: { configPath: "./wrangler.toml" },
-      miniflare: {
-        bindings: {
-          ADMIN_API_KEY: "test-admin-key",
-          RUNPLANE_ENV: "test",
-          LEASE_MS: "2000",
-          INLINE_STEP_LIMIT: "16",
-          ALERT_WEBHOOK_URL: "http://127.0.0.1:9/alerts",
-          // Every price change is seen at once.
-          PRICE_CACHE_MS: "0",
-          FIXED_MONTHLY_COST_USD: "100",
-          FIXED_COST_ALLOCATION: "even",
-          // Stored secrets are encrypted under this; SECRET_WORKER_TOKEN is a platform secret set on the Worker.
-          SECRETS_KEY: "test-secrets-key-0123456789abcdef0123456789",
-          SECRET_WORKER_TOKEN: "worker-token-value-5f1c",
-          // Pool controllers sample (and flush decisions to D1) every 200 ms while active, so tests see them soon.
-          POOL_SAMPLE_MS: "200",
-          // test/integration/ledger-subshards.test.ts: these customers' costs go to cost sub-ledgers (ids no other file uses).
-          LEDGER_SUBSHARDS: JSON.stringify({ "hot-spread": 4, "hot-budget": 3, "hot-direct": 4 }),
-          TEST_MIGRATIONS: migrations,
-        },
-        queueConsumers: {
-          "runplane-jobs-standard": { maxBatchSize: 100, maxBatchTimeout: 0, maxRetries: 3, deadLetterQueue: "runplane-dlq-standard" },
-          "runplane-dlq-standard": { maxBatchSize: 10, maxBatchTimeout: 0.05, maxRetries: 10 },
-          // On Cloudflare the heavy pool's queue has its own Worker (wrangler.heavy.toml); in tests this one consumes it.
-          "runplane-jobs-heavy": { maxBatchSize: 1, maxBatchTimeout: 0, maxRetries: 3, deadLetterQueue: "runplane-dlq-heavy" },
-          "runplane-dlq-heavy": { maxBatchSize: 10, maxBatchTimeout: 0.05, maxRetries: 10 },
-          "runplane-events": { maxBatchSize: 100, maxBatchTimeout: 0.05, maxRetries: 10, deadLetterQueue: "runplane-events-dlq" },
-          "runplane-events-dlq": { maxBatchSize: 10, maxBatchTimeout: 0.05, maxRetries: 10 },
-        },
-      },
-    }),
-  ],
-  test: {
-    setupFiles: ["./test/setup.ts"],
-    // The browser tests drive Chromium from Node against a local runtime: vitest.browser.config.ts.
-    exclude: [...configDefaults.exclude, "test/browser/**"],
-    testTimeout: 30_000,
-    // Structured logs of passing tests are noise; a failing test still shows its logs.
-    silent: "passed-only",
-  },
-});
+// Tests run in workerd with the real bindings from wrangler.toml (vitest.workerd.ts). The
+// suites that need other deployment settings run in their own workerd: vitest.sharded.config.ts.
+export default workerdTestConfig({ exclude: ["test/sharded/**"] });
