@@ -1,5 +1,5 @@
 /**
- * Cost sub-ledgers (LEDGER_SUBSHARDS, set for "hot-*" customers in vitest.config.ts), against
+ * Cost sub-ledgers (LEDGER_SUBSHARDS, set for "hot-*" customers in vitest.workerd.ts), against
  * real D1, Durable Objects and Queues: each run's costs are counted by sub-ledger
  * jumpShard(runId, N), which writes its rollups to D1 and reports its month totals to the
  * customer's primary ledger (SET by version, one report per flush); the primary's spend, its

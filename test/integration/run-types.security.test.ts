@@ -217,7 +217,7 @@ describe("(b) a customer's run type belongs to it alone", () => {
 describe("(c) a platform run type's secret reaches the endpoint and nothing else", () => {
   it("resolves {{secrets.PLATFORM_TOKEN}} and the Worker secret for a customer's run; the value is in no snapshot, event, output, D1 row, assignment or log", async () => {
     const name = `platform-secret-${rand()}`;
-    const WORKER_TOKEN = "worker-token-value-5f1c"; // vitest.config.ts: SECRET_WORKER_TOKEN
+    const WORKER_TOKEN = "worker-token-value-5f1c"; // vitest.workerd.ts: SECRET_WORKER_TOKEN
     const put = await putRunType("test-admin-key", name, {
       steps: [
         httpStep("stored", { url: "https://api.example/orders/{{input.orderId}}", headers: { authorization: "Bearer {{secrets.PLATFORM_TOKEN}}" } }),

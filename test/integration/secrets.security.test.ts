@@ -57,7 +57,7 @@ describe("(f) the secrets API never returns a value", () => {
     const admin = await listAll(ADMIN);
     expect(admin.text).not.toContain(platformValue);
     expect(admin.text).not.toContain("worker-token-value-5f1c");
-    // The Worker secret SECRET_WORKER_TOKEN (vitest.config.ts) is listed as the platform's, without a value.
+    // The Worker secret SECRET_WORKER_TOKEN (vitest.workerd.ts) is listed as the platform's, without a value.
     expect(admin.secrets).toContainEqual({ name: "WORKER_TOKEN", source: "worker", createdAt: null, updatedAt: null });
     expect(admin.secrets.map((s) => s.name)).toContain("PLATFORM_LISTED");
     // The platform's list holds no customer's secrets, and a customer's none of the platform's.
