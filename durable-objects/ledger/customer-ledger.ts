@@ -414,12 +414,13 @@ export class CustomerLedger extends DurableObject implements CustomerLedgerApi {
   private placeHold(hold: z.infer<typeof ReserveInputSchema>, summary: LedgerSummary): ReserveReply {
     if (this.sql`SELECT 1 FROM holds WHERE id = ${hold.holdId}`.length > 0) return { ok: true };
     // A hold taken over frees its amount for this one (the summary has already dropped lapsed holds).
-    const replaced = hold.replaces === undefined ? [] : this.sql<{ nano_usd: string }>`SELECT nano_usd FROM holds WHERE id = ${hold.replaces}`;
+    // Only the same run's: a hold id naming another run's hold takes over nothing.
+    const replaced = hold.replaces === undefined ? [] : this.sql<{ nano_usd: string }>`SELECT nano_usd FROM holds WHERE id = ${hold.replaces} AND run_id = ${hold.runId}`;
     const freed = replaced.length > 0 ? BigInt(replaced[0]!.nano_usd) : 0n;
     const refusal = holdRefusal(this.budget(), BigInt(summary.spendNanoUsd), BigInt(summary.heldNanoUsd) - freed, BigInt(hold.nanoUsd));
     if (refusal) return { ok: false, reason: "budget_exceeded", message: refusal };
     this.ctx.storage.transactionSync(() => {
-      if (hold.replaces !== undefined) this.sql`DELETE FROM holds WHERE id = ${hold.replaces}`;
+      if (replaced.length > 0) this.sql`DELETE FROM holds WHERE id = ${hold.replaces!} AND run_id = ${hold.runId}`;
       this.sql`INSERT INTO holds (id, run_id, nano_usd, expires_at) VALUES (${hold.holdId}, ${hold.runId}, ${hold.nanoUsd}, ${hold.expiresAt})`;
     });
     return { ok: true };

@@ -43,7 +43,8 @@ import type { TokenUsage } from "../../src/domain/token-usage";
 import { configureLogging, errorMessage, log } from "../../src/lib/log";
 import { countUsage, usageTotals } from "../../src/lib/usage";
 import { priceBookCovering } from "../../src/services/pricing-service";
-import { attemptBounds, boundModels, worstCaseOf } from "../../src/steps/attempt-bounds";
+import { attemptBounds, boundModels } from "../../src/steps/attempt-bounds";
+import { worstCaseAttempt } from "../../src/domain/worst-case";
 import { ledgerStub } from "../ledger/rpc";
 import { sqlHelper } from "../sql";
 import { CostDelivery } from "./cost-delivery";
@@ -440,7 +441,7 @@ export class RunCoordinator extends DurableObject implements RunCoordinatorApi {
     const leaseMs = this.clock().leaseMs;
     const book = await this.priceBook(boundModels(bounds));
     if (!book) return { ok: false, message: "prices are unavailable, so the step's worst case cannot be held against the budget" };
-    const worst = worstCaseOf(book, Date.now(), bounds, leaseMs);
+    const worst = worstCaseAttempt(book, Date.now(), { ...bounds, leaseMs });
     if (!worst.ok) return { ok: false, message: `no price for model ${worst.unpriced.map((m) => `"${m}"`).join(", ")}` };
     const holdId = `${state.def.id}:${nextLeaseId(step)}`;
     const reply = await ledgerStub(this.env as Env, state.def.customerId).reserve({

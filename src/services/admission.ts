@@ -9,8 +9,8 @@
 import { ledgerStub } from "../../durable-objects/ledger/rpc";
 import { creationHoldId, leaseMsOf, runHoldId, runStub, startingHoldId } from "../../durable-objects/run/rpc";
 import { DomainError } from "../domain/errors";
-import { RUN_ALLOWANCE_NANO, worstCaseCreation } from "../domain/worst-case";
-import { boundModels, worstCaseOf, type AttemptBounds } from "../steps/attempt-bounds";
+import { RUN_ALLOWANCE_NANO, worstCaseAttempt, worstCaseCreation } from "../domain/worst-case";
+import { boundModels, type AttemptBounds } from "../steps/attempt-bounds";
 import { priceBookCovering } from "./pricing-service";
 
 /** A creation hold lapses on its own after this long, if the run was never created. */
@@ -43,7 +43,7 @@ export async function admitRun(
     const book = await priceBookCovering(env, options.firstStep ? boundModels(options.firstStep) : [], now);
     holds.push({ holdId: creationHoldId(runId), runId, nanoUsd: worstCaseCreation(book, now).toString(), expiresAt: now + CREATION_HOLD_MS });
     // Unpriced models were refused before admission; if one is unpriced after all, its step's own hold refuses it.
-    const first = options.firstStep ? worstCaseOf(book, now, options.firstStep, leaseMsOf(env)) : null;
+    const first = options.firstStep ? worstCaseAttempt(book, now, { ...options.firstStep, leaseMs: leaseMsOf(env) }) : null;
     if (first?.ok) holds.push({ holdId: startingHoldId(runId), runId, nanoUsd: first.nanoUsd.toString(), expiresAt: now + STARTING_HOLD_MS });
   }
   const reply = await ledgerStub(env, customerId).admit({ runId, holds, ...(options.maxRunsInFlight ? { maxRunsInFlight: options.maxRunsInFlight } : {}) });

@@ -7,8 +7,7 @@
 import type { JsonValue } from "../domain/input-references";
 import { withSecretPlaceholders } from "../domain/secrets";
 import { MAX_STEP_TIMEOUT_MS } from "../domain/step-spec";
-import { worstCaseAttempt, type WorstCase, type WorstCaseTokens } from "../domain/worst-case";
-import type { PriceBook } from "../domain/pricing";
+import type { WorstCaseTokens } from "../domain/worst-case";
 import { getStepType } from "./registry";
 
 export interface AttemptBounds {
@@ -32,5 +31,3 @@ export function attemptBounds(
 
 /** The models an attempt's worst case needs prices for. */
 export const boundModels = (bounds: AttemptBounds) => bounds.tokens.map((t) => t.model);
-
-export const worstCaseOf = (book: PriceBook, at: number, bounds: AttemptBounds, leaseMs: number): WorstCase => worstCaseAttempt(book, at, { ...bounds, leaseMs });

@@ -490,6 +490,10 @@ describe("holds", () => {
     const refused = await ledger.reserve(hold("next", "100000000", "start"));
     expect(refused).toMatchObject({ ok: false, reason: "budget_exceeded" });
     expect((await ledger.summary()).heldNanoUsd).toBe("1000000000");
+    // Another run's hold is not taken over: $0.05 beside $1.00 held does not fit.
+    const foreign = await ledger.reserve({ holdId: "run_other:x", runId: "run_other", nanoUsd: "50000000", expiresAt: Date.now() + 60_000, replaces: `${runId}:other` });
+    expect(foreign).toMatchObject({ ok: false, reason: "budget_exceeded" });
+    expect((await ledger.summary()).heldNanoUsd).toBe("1000000000");
     await ledger.release({ holdIds: [`${runId}:attempt`, `${runId}:other`] });
     expect((await ledger.summary()).heldNanoUsd).toBe("0");
   });
